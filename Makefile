@@ -1,0 +1,34 @@
+# Quickstart: `make demo` and `make test` both create/refresh .venv with pip, then run.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fewstep-installed
+
+.PHONY: demo test lint bench-toy bench-digits clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# CPU machines get the CPU wheel (torch==2.13.0 from the local cache); GPU machines a regular build.
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "torch>=2.4"; \
+	else $(PY) -m pip install -q torch==2.13.0; fi
+	$(PY) -m pip install -q -e '.[dev,image]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fewstep demo --out demo_out
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+
+bench-toy: $(STAMP)
+	$(VENV)/bin/fewstep bench toy --out bench_out/toy
+
+bench-digits: $(STAMP)
+	$(VENV)/bin/fewstep bench digits --out bench_out/digits
+
+clean:
+	rm -rf $(VENV) demo_out bench_out runs

@@ -1,0 +1,84 @@
+"""Built-in bench providers: the trained Gaussian teacher and the exact GMM oracle (``gmm8d`` only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+from fewstep.bench.runner import BenchContext, ModelEntry, register, sampler_nfe
+from fewstep.build import data_shape
+from fewstep.presets import BENCH_PRESETS, get_preset, quick
+
+
+def trained_teacher(ctx: BenchContext):
+    """Train (or resume / reuse) the dataset's teacher preset; cached as ``ctx.cache["teacher"]``.
+
+    Returns:
+        (method, nets, train_seconds): nets holds the EMA denoiser under ``model`` in eval mode.
+    """
+    if "teacher" in ctx.cache:
+        return ctx.cache["teacher"]
+    from fewstep.build import build_trainer
+
+    opts = ctx.options
+    cfg = get_preset(BENCH_PRESETS[ctx.dataset])
+    if opts.train_scale != 1.0:
+        t = cfg.train
+        cfg = replace(cfg, train=replace(t, total_nimg=int(t.total_nimg * opts.train_scale),
+                                         ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * opts.train_scale))))
+    if opts.quick:
+        cfg = quick(cfg)
+    name = f"{ctx.dataset}-teacher" + ("-quick" if opts.quick else "")
+    if opts.train_scale != 1.0:
+        name += f"-x{opts.train_scale:g}"
+    cfg = replace(cfg, run_dir=str(ctx.runs_dir / name), train=replace(cfg.train, device=str(ctx.device)))
+    trainer = build_trainer(cfg, progress=False)
+    summary = trainer.fit()
+    nets = {k: v.eval().requires_grad_(False) for k, v in trainer.ema.items()}
+    ctx.cache["teacher"] = (trainer.method, nets, float(summary["train_seconds"]))
+    return ctx.cache["teacher"]
+
+
+def _sampler_entries(ctx: BenchContext, method_name: str, gen_fn, train_seconds: float | None,
+                     teacher: str | None = None) -> Iterator[ModelEntry]:
+    for sampler in ctx.options.samplers:
+        for n in ctx.options.teacher_nfe:
+            steps = n if sampler != "heun" else (n + 1) // 2
+            yield ModelEntry(method=method_name, sampler=sampler, steps=steps, nfe=sampler_nfe(sampler, steps),
+                             generate=gen_fn(sampler, steps), train_seconds=train_seconds, teacher=teacher)
+
+
+@register("teacher")
+def teacher_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
+    """The trained teacher with every sampler at every teacher NFE."""
+    method, nets, secs = trained_teacher(ctx)
+    shape = data_shape(ctx.dataset)
+
+    def gen_fn(sampler: str, steps: int):
+        return lambda n, g: method.generate(n, steps=steps, nets=nets, generator=g, sampler=sampler,
+                                            shape=shape, device=ctx.device)
+
+    yield from _sampler_entries(ctx, "teacher", gen_fn, secs)
+
+
+@register("oracle")
+def oracle_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
+    """The exact GMM denoiser (only for ``gmm8d``; other datasets yield nothing)."""
+    if ctx.dataset != "gmm8d":
+        return
+    from fewstep.data.toys import GMMOracle, make_gmm8d
+    from fewstep.processes.gaussian import GaussianProcess
+    from fewstep.samplers.gaussian import sample
+    from fewstep.samplers.grids import uniform_grid
+    from fewstep.schedules import get_schedule
+
+    schedule = get_schedule(get_preset("gmm8d").process.schedule)
+    oracle, process = GMMOracle(make_gmm8d(), schedule), GaussianProcess(schedule)
+
+    def gen_fn(sampler: str, steps: int):
+        return lambda n, g: sample(oracle, process, (n, 8), sampler=sampler, grid=uniform_grid(steps),
+                                   generator=g, device="cpu")
+
+    yield from _sampler_entries(ctx, "oracle", gen_fn, None)
+
+

@@ -1,0 +1,144 @@
+"""report.md from results rows: quality-vs-NFE tables with standard errors, acceleration factors, wall clock.
+
+Acceleration factor (spec/benchmarks.md): for a model sampled with k steps, find the teacher NFE N at which
+the teacher's best-sampler quality-vs-NFE curve reaches the model's value (log-linear interpolation between
+measured NFEs on the primary metric); acceleration = N / k. A model at least as good as the teacher at its
+largest NFE (within two standard errors) gets ">= N_max / k".
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+BASELINES = ("data", "teacher", "oracle")
+
+
+def best_curve(rows: list[dict], metric: str, method: str = "teacher") -> list[tuple[int, float, float, str]]:
+    """[(nfe, value, stderr, sampler)] of ``method``'s best sampler at each NFE, sorted by NFE."""
+    by_nfe: dict[int, list[dict]] = defaultdict(list)
+    for r in rows:
+        if r["method"] == method and r["metric"] == metric:
+            by_nfe[r["nfe"]].append(r)
+    out = []
+    for n in sorted(by_nfe):
+        cands = by_nfe[n]
+        lower = cands[0]["lower_is_better"]
+        best = min(cands, key=lambda r: r["value"] if lower else -r["value"])
+        out.append((n, best["value"], best.get("stderr") or 0.0, best["sampler"]))
+    return out
+
+
+def acceleration(curve: list[tuple[int, float, float, str]], value: float, stderr: float, steps: int, *,
+                 lower_is_better: bool = True) -> tuple[float, str]:
+    """Acceleration N/k of a k-step model against a teacher curve; returns (number, printable string)."""
+    if not curve:
+        return math.nan, "n/a"
+    sign = 1.0 if lower_is_better else -1.0
+    n_max, v_max, se_max, _ = curve[-1]
+    if sign * (value - v_max) <= 2.0 * math.hypot(stderr, se_max):
+        return n_max / steps, f">= {n_max / steps:g}"
+    prev = None
+    for n, v, _, _ in curve:
+        if sign * (v - value) <= 0:  # the teacher reaches the model's value at NFE n
+            if prev is None:
+                return n / steps, f"<= {n / steps:g}"
+            pn, pv = prev
+            frac = (value - pv) / (v - pv) if v != pv else 1.0
+            nn = math.exp(math.log(pn) + frac * (math.log(n) - math.log(pn)))
+            return nn / steps, f"{nn / steps:.3g}"
+        prev = (n, v)
+    return n_max / steps, f">= {n_max / steps:g}"
+
+
+def _fmt(v: float | None, se: float | None) -> str:
+    if v is None:
+        return ""
+    s = f"{v:.4g}"
+    return s + (f" ± {se:.2g}" if se else "")
+
+
+def _metric_table(rows: list[dict], metric: str) -> list[str]:
+    rs = [r for r in rows if r["metric"] == metric]
+    nfes = sorted({r["nfe"] for r in rs if r["method"] != "data"})
+    keys = sorted({(r["method"], r["sampler"], r.get("teacher") or "") for r in rs},
+                  key=lambda k: (BASELINES.index(k[0]) if k[0] in BASELINES else 9, k))
+    lines = ["| method | sampler | teacher | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+             "|---|---|---|" + "---|" * len(nfes)]
+    for m, s, te in keys:
+        cells = []
+        for n in nfes:
+            hit = [r for r in rs if (r["method"], r["sampler"], r.get("teacher") or "") == (m, s, te)
+                   and (r["nfe"] == n or m == "data")]
+            cells.append(_fmt(hit[0]["value"], hit[0].get("stderr")) if hit else "")
+        if m == "data":
+            cells = [cells[0]] + ["〃"] * (len(cells) - 1) if cells else []
+        lines.append(f"| {m} | {s} | {te} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _student_table(rows: list[dict], metric: str) -> list[str]:
+    students = [r for r in rows if r["metric"] == metric and r["method"] not in BASELINES]
+    if not students:
+        return []
+    curve = best_curve(rows, metric)
+    t1024 = curve[-1][1] if curve else math.nan
+    lines = [f"Few-step models vs the teacher's best sampler (primary metric `{metric}`; acceleration = teacher "
+             "NFE reaching the same value / steps):", "",
+             "| method | teacher | sampler | steps | value | teacher best @ same NFE | ratio to teacher@max |"
+             " acceleration |", "|---|---|---|---|---|---|---|---|"]
+    tb = {n: (v, se, s) for n, v, se, s in curve}
+    for r in sorted(students, key=lambda r: (r["method"], r.get("teacher") or "", r["steps"])):
+        same = tb.get(r["nfe"])
+        _, acc = acceleration(curve, r["value"], r.get("stderr") or 0.0, r["steps"],
+                              lower_is_better=r["lower_is_better"])
+        ratio = r["value"] / t1024 if t1024 not in (0.0,) and not math.isnan(t1024) else math.nan
+        lines.append(f"| {r['method']} | {r.get('teacher')} | {r['sampler']} | {r['steps']} | "
+                     f"{_fmt(r['value'], r.get('stderr'))} | "
+                     f"{_fmt(same[0], same[1]) + ' (' + same[2] + ')' if same else ''} | {ratio:.3g} | {acc} |")
+    return lines + [""]
+
+
+def _clock_table(rows: list[dict], metric: str) -> list[str]:
+    rs = [r for r in rows if r["metric"] == metric and r["method"] != "data"]
+    lines = ["| method | sampler | NFE | samples/s | sample seconds | train seconds |", "|---|---|---|---|---|---|"]
+    for r in sorted(rs, key=lambda r: (r["method"], r["sampler"], r["nfe"])):
+        sps = r.get("samples_per_second")
+        ts = r.get("train_seconds")
+        lines.append(f"| {r['method']} | {r['sampler']} | {r['nfe']} | {sps:.4g} | {r['sample_seconds']:.3g} | "
+                     f"{'' if ts is None else f'{ts:.0f}'} |" if sps else
+                     f"| {r['method']} | {r['sampler']} | {r['nfe']} |  | {r['sample_seconds']:.3g} | |")
+    return lines
+
+
+def write_report(rows: list[dict], out: Path, *, command: str = "") -> Path:
+    """Write ``out/report.md`` and the quality-vs-NFE figures; returns the report path."""
+    from fewstep.bench.plots import quality_vs_nfe
+
+    if not rows:
+        raise ValueError("no results to report")
+    head = rows[0]
+    lines = [f"# fewstep bench `{head['suite']}`", "",
+             f"- date: {head.get('date', '')}; device: {head['device']}; git: `{head['git_sha']}`; "
+             f"quick: {head['quick']}"]
+    if command:
+        lines.append(f"- command: `{command}`")
+    if head["quick"]:
+        lines.append("- **quick run: the numbers are meaningless (pipeline check only)**")
+    lines.append("")
+    for dataset in dict.fromkeys(r["dataset"] for r in rows):
+        rs = [r for r in rows if r["dataset"] == dataset]
+        metrics = list(dict.fromkeys(r["metric"] for r in rs))
+        primary = metrics[0]
+        lines += [f"## {dataset}", "", f"![quality vs NFE](quality_vs_nfe_{dataset}.png)", ""]
+        for m in metrics:
+            arrow = "lower is better" if next(r for r in rs if r["metric"] == m)["lower_is_better"] else \
+                "higher is better"
+            lines += [f"### `{m}` ({arrow}; mean ± standard error over repeats)", ""] + _metric_table(rs, m) + [""]
+        lines += _student_table(rs, primary)
+        lines += ["### Wall clock", ""] + _clock_table(rs, primary) + [""]
+        quality_vs_nfe(rs, primary, out / f"quality_vs_nfe_{dataset}.png", title=dataset)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path

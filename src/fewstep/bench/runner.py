@@ -1,0 +1,233 @@
+"""Runs a benchmark suite: trains (or resumes) the models, samples every (method, sampler, steps) with fixed
+evaluation seeds, computes the suite's metrics against fresh reference data and writes ``results.jsonl``
+rows in the schema of spec/benchmarks.md, sample figures, ``quality_vs_nfe_<dataset>.png`` and ``report.md``.
+
+Methods plug in through ``PROVIDERS``: a provider yields ``ModelEntry`` objects (one per sampler and step
+count) for a dataset; later methods (MM, IMM) register their own providers here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fewstep.bench.suites import SUITES, DatasetEval, make_eval
+from fewstep.data.source import seeded
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Options of ``fewstep bench`` (see ``fewstep bench --help``)."""
+
+    suite: str
+    methods: tuple[str, ...] = ("teacher", "oracle")
+    steps: tuple[int, ...] = (1, 2, 4, 8)
+    """Sampling steps of few-step methods."""
+    teacher_nfe: tuple[int, ...] = (1, 2, 4, 8, 16, 64, 256, 1024)
+    """NFEs at which the teacher (and oracle) are sampled."""
+    samplers: tuple[str, ...] = ("ancestral", "ddim")
+    """Teacher samplers."""
+    quick: bool = False
+    device: str = "auto"
+    out: str = "bench_out"
+    seed: int = 0
+    """Evaluation seed (training seeds come from the presets)."""
+    repeats: int = 8
+    """Independent sample sets per configuration (standard errors come from them)."""
+    repeat_budget: int = 512
+    """At NFE n use clamp(repeat_budget / n, min_repeats, repeats) repeats (bounds CPU time at 1024 NFE)."""
+    min_repeats: int = 2
+    datasets: tuple[str, ...] | None = None
+    """Subset of the suite's datasets."""
+    runs_dir: str | None = None
+    """Where trained models live (default OUT/runs); re-running resumes or reuses them."""
+    train_scale: float = 1.0
+    """Multiplies every preset's training length (the demo uses a fraction)."""
+    command: str = ""
+
+
+@dataclass
+class ModelEntry:
+    """One sampled configuration of one model."""
+
+    method: str
+    sampler: str
+    steps: int
+    nfe: int
+    generate: Callable[[int, torch.Generator], Tensor]
+    process: str = "gaussian"
+    teacher: str | None = None
+    train_seconds: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class BenchContext:
+    """What providers see: the options, the dataset, the device and a cache shared between providers."""
+
+    options: BenchOptions
+    dataset: str
+    device: torch.device
+    runs_dir: Path
+    cache: dict = field(default_factory=dict)
+
+
+Provider = Callable[[BenchContext], Iterator[ModelEntry]]
+PROVIDERS: dict[str, Provider] = {}
+
+
+def register(name: str) -> Callable[[Provider], Provider]:
+    """Decorator registering a bench provider under a method name."""
+
+    def deco(fn: Provider) -> Provider:
+        PROVIDERS[name] = fn
+        return fn
+
+    return deco
+
+
+def git_sha() -> str:
+    """HEAD of the repository holding this code, '-dirty' appended when it has uncommitted changes."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        out = sha.stdout.strip() or "unknown"
+        return out + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def repeats_for(opts: BenchOptions, nfe: int) -> int:
+    if opts.quick:
+        return 1
+    return int(max(opts.min_repeats, min(opts.repeats, opts.repeat_budget // max(nfe, 1))))
+
+
+def _aggregate(per_repeat: list[dict[str, float]]) -> dict[str, tuple[float, float | None]]:
+    out = {}
+    for k in per_repeat[0]:
+        vals = torch.tensor([d[k] for d in per_repeat], dtype=torch.float64)
+        se = float(vals.std() / math.sqrt(len(vals))) if len(vals) > 1 else None
+        out[k] = (float(vals.mean()), se)
+    return out
+
+
+def _rows(ev: DatasetEval, base: dict, agg: dict[str, tuple[float, float | None]]) -> list[dict]:
+    return [{**base, "metric": k, "value": v, "stderr": se, "lower_is_better": ev.lower_is_better(k)}
+            for k, (v, se) in agg.items()]
+
+
+def evaluate_entry(ev: DatasetEval, entry: ModelEntry, ctx: BenchContext, base: dict,
+                   figure_dir: Path | None) -> list[dict]:
+    """Sample ``entry`` over its repeats, compute metrics, return schema rows (and save a sample figure)."""
+    opts = ctx.options
+    reps = repeats_for(opts, entry.nfe)
+    n = ev.n_samples
+    per, secs = [], 0.0
+    for r in range(reps):
+        gen = seeded(opts.seed, r, 3)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        x = entry.generate(n, gen)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize()
+        secs += time.perf_counter() - t0
+        x = x.detach().cpu()
+        if not torch.isfinite(x).all():
+            raise FloatingPointError(f"{entry.method}/{entry.sampler}@{entry.steps} produced non-finite samples")
+        per.append(ev.evaluate(x, r, opts.seed))
+        if r == 0 and figure_dir is not None:
+            from fewstep.bench.plots import save_samples
+
+            label = entry.method if entry.method not in ("teacher", "oracle") else f"{entry.method}-{entry.sampler}"
+            save_samples(x, figure_dir / f"samples_{ev.name}_{label}_{entry.steps}.png",
+                         title=f"{ev.name}: {label}, {entry.steps} steps")
+    row = {**base, "method": entry.method, "process": entry.process, "teacher": entry.teacher,
+           "steps": entry.steps, "sampler": entry.sampler, "nfe": entry.nfe, "n_samples": n * reps,
+           "repeats": reps, "train_seconds": entry.train_seconds, "sample_seconds": secs,
+           "samples_per_second": n * reps / secs if secs > 0 else None, **entry.extra}
+    return _rows(ev, row, _aggregate(per))
+
+
+def data_rows(ev: DatasetEval, ctx: BenchContext, base: dict) -> list[dict]:
+    """Noise-floor rows: fresh true samples evaluated like a model."""
+    reps = 1 if ctx.options.quick else ctx.options.repeats
+    per = [ev.evaluate(ev.data_samples(ev.n_samples, r, ctx.options.seed), r, ctx.options.seed)
+           for r in range(reps)]
+    row = {**base, "method": "data", "process": "gaussian", "teacher": None, "steps": 0, "sampler": "data",
+           "nfe": 0, "n_samples": ev.n_samples * reps, "repeats": reps, "train_seconds": None,
+           "sample_seconds": 0.0}
+    return _rows(ev, row, _aggregate(per))
+
+
+def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list[dict]:
+    """Run a suite end to end; returns all rows (also written to OUT/results.jsonl)."""
+    import fewstep.bench.providers  # noqa: F401  (registers the built-in providers)
+    from fewstep.bench.report import write_report
+    from fewstep.build import resolve_device
+
+    if opts.suite not in SUITES:
+        raise ValueError(f"unknown suite {opts.suite!r}; choose one of {sorted(SUITES)}")
+    unknown = [m for m in opts.methods if m not in PROVIDERS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {sorted(PROVIDERS)}")
+    datasets = opts.datasets or SUITES[opts.suite]
+    bad = [d for d in datasets if d not in SUITES[opts.suite]]
+    if bad:
+        raise ValueError(f"datasets {bad} are not in suite {opts.suite!r} ({SUITES[opts.suite]})")
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(opts.device)
+    runs_dir = Path(opts.runs_dir) if opts.runs_dir else out / "runs"
+    base = {"suite": opts.suite, "seed": opts.seed, "device": device_name(device), "quick": opts.quick,
+            "git_sha": git_sha(), "date": time.strftime("%Y-%m-%d"), "host_cpu": platform.processor() or "cpu"}
+    rows: list[dict] = []
+    results = out / "results.jsonl"
+    results.write_text("")
+    for dataset in datasets:
+        ev = make_eval(dataset, n_samples=_quick_n(dataset) if opts.quick else None)
+        ctx = BenchContext(options=opts, dataset=dataset, device=device, runs_dir=runs_dir)
+        new = data_rows(ev, ctx, {**base, "dataset": dataset})
+        for method in opts.methods:
+            for entry in PROVIDERS[method](ctx):
+                t0 = time.perf_counter()
+                new += evaluate_entry(ev, entry, ctx, {**base, "dataset": dataset}, out)
+                prim = [r for r in new if r["metric"] == ev.primary][-1]
+                log(f"[bench] {dataset} {entry.method}/{entry.sampler} steps={entry.steps} nfe={entry.nfe}: "
+                    f"{ev.primary}={prim['value']:.5f} ({time.perf_counter() - t0:.1f}s)")
+        with results.open("a") as f:
+            for r in new:
+                f.write(json.dumps(r) + "\n")
+        rows += new
+    write_report(rows, out, command=opts.command)
+    log(f"[bench] wrote {results}, {out / 'report.md'} and figures in {out}")
+    return rows
+
+
+def _quick_n(dataset: str) -> int:
+    return 256 if dataset == "digits8x8" else 1024
+
+
+def with_defaults(opts: BenchOptions) -> BenchOptions:
+    """Shrink step lists for --quick."""
+    if not opts.quick:
+        return opts
+    return replace(opts, teacher_nfe=tuple(n for n in opts.teacher_nfe if n <= 16) or (1,))

@@ -1,0 +1,145 @@
+"""Benchmark suites: their datasets, reference data and metrics (see spec/benchmarks.md).
+
+A dataset evaluator draws reference and fresh true samples by (seed, repeat) and computes every metric of
+the suite on a set of generated samples; ``primary`` names the metric the acceleration factor reads.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from fewstep.data.source import seeded
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    lower_is_better: bool
+
+
+class DatasetEval(abc.ABC):
+    """Reference data and metrics of one benchmark dataset."""
+
+    name: str
+    shape: tuple[int, ...]
+    metrics: tuple[MetricSpec, ...]
+    primary: str
+    n_samples: int  # generated samples per repeat
+
+    @abc.abstractmethod
+    def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
+        """Fresh true samples (independent of the reference) for the ``data`` noise-floor rows."""
+
+    @abc.abstractmethod
+    def evaluate(self, x: Tensor, repeat: int, seed: int) -> dict[str, float]:
+        """All metrics of generated samples ``x`` [n, ...] against reference set ``repeat``."""
+
+    def lower_is_better(self, metric: str) -> bool:
+        return next(m.lower_is_better for m in self.metrics if m.name == metric)
+
+
+class ToyEval(DatasetEval):
+    """Energy distance vs 4,096 fresh reference samples per repeat, precision, and (GMM) mode coverage."""
+
+    def __init__(self, name: str, shape: tuple[int, ...], draw: Callable[..., Tensor],
+                 inside: Callable[[Tensor], Tensor], *, gmm=None, n_samples: int = 4096) -> None:
+        self.name, self.shape, self.draw, self.inside, self.gmm = name, shape, draw, inside, gmm
+        self.n_samples = n_samples
+        self.primary = "energy"
+        ms = [MetricSpec("energy", True), MetricSpec("precision", False)]
+        if gmm is not None:
+            ms += [MetricSpec("mode_coverage", False), MetricSpec("mode_weight_tv", True)]
+        self.metrics = tuple(ms)
+
+    def _reference(self, repeat: int, seed: int) -> Tensor:
+        return self.draw(self.n_samples, generator=seeded(seed, repeat, 1))
+
+    def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
+        return self.draw(n, generator=seeded(seed, repeat, 2))
+
+    def evaluate(self, x: Tensor, repeat: int, seed: int) -> dict[str, float]:
+        from fewstep.metrics import toys as mt
+
+        x = x.double().reshape(x.shape[0], -1)
+        out = {"energy": mt.energy_distance(x, self._reference(repeat, seed)),
+               "precision": float(self.inside(x).double().mean())}
+        if self.gmm is not None:
+            out["mode_coverage"] = mt.mode_coverage(self.gmm, x)
+            out["mode_weight_tv"] = mt.mode_weights_tv(self.gmm, x)
+        return out
+
+
+class DigitsEval(DatasetEval):
+    """fd_digits (Frechet distance in the digits classifier's features), class entropy and confidence.
+
+    The 1,797 digits are split once (fixed permutation) into a reference half and a held-out half; each
+    repeat compares ``n_samples`` generated images with the reference half, and the ``data`` rows compare
+    the held-out half with it, so the noise floor has the same sample sizes as the model rows.
+    """
+
+    name = "digits8x8"
+    shape = (1, 8, 8)
+    primary = "fd_digits"
+    metrics = (MetricSpec("fd_digits", True), MetricSpec("class_entropy", False), MetricSpec("confidence", False))
+
+    def __init__(self, cache_dir: str | None = None) -> None:
+        from fewstep.data.images import load_digits8x8
+        from fewstep.metrics.classifier import digits_classifier
+
+        x, _ = load_digits8x8()
+        perm = torch.randperm(x.shape[0], generator=seeded(1234))
+        half = x.shape[0] // 2
+        self.reference, self.heldout = x[perm[:half]], x[perm[half:]]
+        self.n_samples = self.heldout.shape[0]
+        self.classifier = digits_classifier(cache_dir)
+        self._ref_feats = self.classifier(self.reference)
+
+    def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
+        if n > self.heldout.shape[0]:
+            raise ValueError(f"only {self.heldout.shape[0]} held-out digits exist")
+        return self.heldout[:n]
+
+    def evaluate(self, x: Tensor, repeat: int, seed: int) -> dict[str, float]:
+        from fewstep.metrics.classifier import class_entropy, confidence
+        from fewstep.metrics.fid import frechet_distance
+
+        x = x.float().clamp(-1, 1)
+        probs = self.classifier.probs(x)
+        return {"fd_digits": frechet_distance(self.classifier(x), self._ref_feats),
+                "class_entropy": class_entropy(probs), "confidence": confidence(probs)}
+
+
+def make_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | None = None) -> DatasetEval:
+    """The evaluator of a benchmark dataset."""
+    from fewstep.data import toys
+    from fewstep.metrics.toys import gmm_inside
+
+    if dataset == "gmm8d":
+        gmm = toys.make_gmm8d()
+        ev = ToyEval("gmm8d", (8,), lambda n, generator: gmm.sample(n, generator=generator),
+                     lambda x: gmm_inside(gmm, x), gmm=gmm)
+    elif dataset == "checkerboard2d":
+        ev = ToyEval("checkerboard2d", (2,), toys.checkerboard_sample, toys.checkerboard_inside)
+    elif dataset == "spiral2d":
+        ev = ToyEval("spiral2d", (2,), toys.spiral_sample, toys.spiral_inside)
+    elif dataset == "digits8x8":
+        ev = DigitsEval(cache_dir)
+    else:
+        raise ValueError(f"no benchmark evaluator for dataset {dataset!r}")
+    if n_samples is not None:
+        if isinstance(ev, DigitsEval) and n_samples > ev.n_samples:
+            raise ValueError(f"digits8x8 supports at most {ev.n_samples} samples per repeat")
+        ev.n_samples = n_samples
+    return ev
+
+
+SUITES: dict[str, tuple[str, ...]] = {
+    "toy": ("gmm8d", "checkerboard2d", "spiral2d"),
+    "digits": ("digits8x8",),
+}
+"""Datasets of each suite."""

@@ -1,0 +1,249 @@
+"""``fewstep`` command line: train | sample | eval | bench | demo | info.
+
+Every command's flags come from typed dataclasses through tyro (``fewstep CMD --help``). ``train`` takes a
+``--preset NAME`` (``fewstep info`` lists them) whose fields any flag overrides, ``--config RUN/config.json``
+to reload a run, and ``--dry-run`` to print the resolved config and exit. Re-running the same command
+resumes from the run's latest checkpoint; a changed config is refused unless ``--allow-config-change``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+USAGE = """usage: fewstep {train,sample,eval,bench,demo,info} [--help]
+
+  train   train a model from a preset (fewstep train --preset toy2d-checkerboard --dry-run)
+  sample  draw samples from a trained run at several step counts
+  eval    metrics of saved samples against a dataset
+  bench   run a benchmark suite (toy, digits) and write results.jsonl, report.md, figures
+  demo    train small models on built-in data and write an illustrated report (~10 min on 2 CPU cores)
+  info    version, presets, devices
+"""
+
+
+def _parse_steps(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError as e:
+        raise SystemExit(f"error: steps must be comma-separated integers, got {text!r}") from e
+    if not steps or min(steps) < 1:
+        raise SystemExit(f"error: steps must be positive integers, got {text!r}")
+    return steps
+
+
+def cmd_train(argv: list[str]) -> int:
+    from fewstep.config import RunConfig, load_config, to_dict
+    from fewstep.presets import PRESETS, get_preset
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=None)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--dry-run", action="store_true")
+    pre.add_argument("--allow-config-change", action="store_true")
+    known, rest = pre.parse_known_args(argv)
+    if known.preset and known.config:
+        raise SystemExit("error: pass either --preset or --config, not both")
+    try:
+        base = load_config(known.config) if known.config else get_preset(known.preset or "toy2d-checkerboard")
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    desc = ("Train a model. Extra flags: --preset NAME (one of " + ", ".join(sorted(PRESETS)) +
+            "), --config RUN/config.json, --dry-run, --allow-config-change.")
+    cfg = tyro.cli(RunConfig, default=base, args=rest, prog="fewstep train", description=desc)
+    if known.dry_run:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    from fewstep.build import build_trainer
+
+    try:
+        trainer = build_trainer(cfg, allow_config_change=known.allow_config_change)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        raise SystemExit(f"error: {e}") from None
+    summary = trainer.fit()
+    print(json.dumps({"run_dir": cfg.run_dir, **{k: v for k, v in summary.items() if _jsonable(v)}}))
+    return 0
+
+
+def _jsonable(v: object) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
+
+
+@dataclass(frozen=True)
+class SampleArgs:
+    """Draw samples from a trained run; writes OUT/samples_<steps>.safetensors and .png per step count."""
+
+    run: str
+    """Run folder written by 'fewstep train'."""
+    steps: str = "1,2,4,8,16,64"
+    """Comma-separated step counts."""
+    sampler: Literal["ancestral", "ddim", "euler", "heun"] = "ancestral"
+    grid: Literal["uniform", "edm", "logsnr"] = "uniform"
+    n: int = 1024
+    """Samples per step count."""
+    seed: int = 0
+    out: str | None = None
+    """Output folder (default RUN/samples)."""
+    device: str = "auto"
+    ema: bool = True
+    """Use the EMA weights."""
+
+
+def cmd_sample(argv: list[str]) -> int:
+    import time
+
+    from safetensors.torch import save_file
+
+    from fewstep.bench.plots import save_samples
+    from fewstep.build import data_shape, load_trained, resolve_device
+    from fewstep.data.source import seeded
+
+    a = tyro.cli(SampleArgs, args=argv, prog="fewstep sample")
+    device = resolve_device(a.device)
+    try:
+        cfg, method, nets = load_trained(a.run, ema=a.ema, device=str(device))
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    out = Path(a.out) if a.out else Path(a.run) / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    for k in _parse_steps(a.steps):
+        t0 = time.perf_counter()
+        x = method.generate(a.n, steps=k, nets=nets, generator=seeded(a.seed, k), sampler=a.sampler,
+                            grid=a.grid, shape=data_shape(cfg.data.name), device=device)
+        dt = time.perf_counter() - t0
+        path = out / f"samples_{k}.safetensors"
+        save_file({"x": x.float().cpu().contiguous()}, str(path),
+                  metadata={"steps": str(k), "sampler": a.sampler, "seed": str(a.seed), "run": a.run})
+        save_samples(x.cpu(), out / f"samples_{k}.png", title=f"{cfg.data.name}: {a.sampler}, {k} steps")
+        print(f"steps={k}: {a.n} samples in {dt:.2f}s -> {path}")
+    return 0
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    """Metrics of saved samples (a .safetensors file with key 'x') against a benchmark dataset."""
+
+    samples: str
+    """Path to samples written by 'fewstep sample'."""
+    dataset: Literal["gmm8d", "checkerboard2d", "spiral2d", "digits8x8"]
+    seed: int = 0
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from safetensors.torch import load_file
+
+    from fewstep.bench.suites import make_eval
+
+    a = tyro.cli(EvalArgs, args=argv, prog="fewstep eval")
+    if not Path(a.samples).exists():
+        raise SystemExit(f"error: no samples file at {a.samples} (write one with 'fewstep sample')")
+    x = load_file(a.samples)["x"]
+    ev = make_eval(a.dataset)
+    if tuple(x.shape[1:]) != ev.shape:
+        raise SystemExit(f"error: samples have shape {tuple(x.shape[1:])}, {a.dataset} needs {ev.shape}")
+    if a.dataset != "digits8x8":
+        ev.n_samples = max(x.shape[0], 2)
+    print(json.dumps({"dataset": a.dataset, "n_samples": int(x.shape[0]), **ev.evaluate(x, 0, a.seed)}))
+    return 0
+
+
+@dataclass(frozen=True)
+class BenchArgs:
+    """Run a benchmark suite (spec/benchmarks.md)."""
+
+    suite: tyro.conf.Positional[Literal["toy", "digits"]]
+    """Suite name."""
+    methods: str = "teacher,oracle"
+    steps: str = "1,2,4,8"
+    """Steps of few-step methods."""
+    teacher_nfe: str = "1,2,4,8,16,64,256,1024"
+    samplers: str = "ancestral,ddim"
+    quick: bool = False
+    """Tiny training and sampling: exercises the pipeline; numbers are meaningless."""
+    device: str = "auto"
+    out: str = "bench_out"
+    seed: int = 0
+    repeats: int = 8
+    datasets: str | None = None
+    """Comma-separated subset of the suite's datasets."""
+    runs_dir: str | None = None
+
+
+def cmd_bench(argv: list[str]) -> int:
+    from fewstep.bench.runner import BenchOptions, run_bench, with_defaults
+
+    a = tyro.cli(BenchArgs, args=argv, prog="fewstep bench")
+    opts = BenchOptions(
+        suite=a.suite, methods=tuple(m for m in a.methods.split(",") if m), steps=_parse_steps(a.steps),
+        teacher_nfe=_parse_steps(a.teacher_nfe), samplers=tuple(a.samplers.split(",")), quick=a.quick,
+        device=a.device, out=a.out, seed=a.seed, repeats=a.repeats,
+        datasets=tuple(a.datasets.split(",")) if a.datasets else None, runs_dir=a.runs_dir,
+        command="fewstep bench " + shlex.join(argv))
+    try:
+        run_bench(with_defaults(opts))
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    return 0
+
+
+@dataclass(frozen=True)
+class DemoArgs:
+    """Train small models on built-in data, sample them at several step counts and write a report."""
+
+    out: str = "demo_out"
+    device: str = "auto"
+    quick: bool = False
+    """Seconds instead of minutes (for tests)."""
+
+
+def cmd_demo(argv: list[str]) -> int:
+    from fewstep.demo import run_demo
+
+    a = tyro.cli(DemoArgs, args=argv, prog="fewstep demo")
+    report = run_demo(Path(a.out), device=a.device, quick=a.quick)
+    print(f"[demo] report: {report.resolve()}")
+    return 0
+
+
+def cmd_info(argv: list[str]) -> int:
+    import torch
+
+    import fewstep
+    from fewstep.presets import PRESETS
+
+    print(f"fewstep {fewstep.__version__}, torch {torch.__version__}, "
+          f"cuda: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
+    for name, cfg in PRESETS.items():
+        print(f"  preset {name:20s} data={cfg.data.name:15s} net={cfg.net.kind} nimg={cfg.train.total_nimg}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo,
+            "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd = COMMANDS.get(argv[0])
+    if cmd is None:
+        print(f"error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    return cmd(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

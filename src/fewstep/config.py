@@ -1,0 +1,157 @@
+"""Frozen, documented configuration dataclasses. Only ``build.py`` turns them into objects.
+
+A run is described by one :class:`RunConfig`; presets (``presets.py``) are RunConfigs overridden by
+command-line flags (``fewstep train --preset NAME --train.lr 3e-4``); the resolved config is saved to
+``run_dir/config.json`` and into every checkpoint's metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    """Training data."""
+
+    name: Literal["gmm8d", "checkerboard2d", "spiral2d", "digits8x8", "mnist", "fashion_mnist"] = "checkerboard2d"
+    """Dataset name."""
+    root: str | None = None
+    """Folder with the IDX files (MNIST / Fashion-MNIST only); see scripts/get_resources.sh."""
+
+
+@dataclass(frozen=True)
+class ProcessCfg:
+    """Gaussian noise process."""
+
+    schedule: Literal["cosine", "flow"] = "cosine"
+    """alpha/sigma schedule: VP-cosine or linear (rectified flow)."""
+    sigma_data: float = 1.0
+    """Data standard deviation used by EDM preconditioning and weights."""
+    t_min: float = 1e-4
+    """Smallest training time."""
+
+
+@dataclass(frozen=True)
+class NetCfg:
+    """Backbone and its x0 parametrisation."""
+
+    kind: Literal["mlp", "unet"] = "mlp"
+    """Backbone: residual MLP (vectors) or U-Net (images)."""
+    parametrization: Literal["edm", "x0", "eps", "v", "velocity"] = "edm"
+    """What the backbone predicts; the Denoiser always returns x0."""
+    width: int = 256
+    """MLP hidden width."""
+    depth: int = 3
+    """MLP residual blocks."""
+    base: int = 32
+    """U-Net channels at full resolution."""
+    mults: tuple[int, ...] = (1, 2)
+    """U-Net channel multiplier per resolution level."""
+    blocks: int = 1
+    """U-Net residual blocks per level."""
+    attention: bool = True
+    """U-Net self-attention at the lowest resolution."""
+    dropout: float = 0.0
+    """Dropout in U-Net residual blocks."""
+    two_time: bool = False
+    """Give the backbone a second time input s (two-time models)."""
+    num_classes: int = 0
+    """Class-conditional backbone with this many classes (0: unconditional; labels are then ignored)."""
+
+
+@dataclass(frozen=True)
+class DiffusionCfg:
+    """Gaussian diffusion teacher (denoising loss)."""
+
+    name: Literal["diffusion"] = "diffusion"
+    weighting: Literal["flat", "snr", "v", "velocity", "max_snr_1", "edm", "sigmoid"] = "edm"
+    """x-space loss weight w(t)."""
+    time_sampling: Literal["uniform", "logit_normal", "edm_lognormal", "uniform_logsnr"] = "uniform"
+    """Distribution of training times."""
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    """Optimisation and bookkeeping."""
+
+    total_nimg: int = 2_000_000
+    """Training length in samples."""
+    batch_size: int = 512
+    """Global batch (split over ranks)."""
+    lr: float = 1e-3
+    optimizer: Literal["adamw", "adam", "radam"] = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_nimg: int = 50_000
+    """Linear LR warm-up length in samples."""
+    lr_decay: Literal["constant", "linear", "cosine"] = "cosine"
+    lr_final_ratio: float = 0.05
+    """Final LR / base LR for linear and cosine decay."""
+    grad_clip: float = 1.0
+    precision: Literal["fp32", "bf16"] = "bf16"
+    """bf16 autocast on CUDA only; CPU always runs fp32."""
+    ema_halflife_nimg: int = 100_000
+    """EMA half-life in samples (0 disables)."""
+    ckpt_every_nimg: int = 500_000
+    log_every_nimg: int = 100_000
+    seed: int = 0
+    max_seconds: float | None = None
+    """Stop (with a checkpoint) after this much training wall time."""
+    device: str = "auto"
+    """cpu, cuda, or auto (cuda when available)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to reproduce a training run."""
+
+    data: DataCfg = field(default_factory=DataCfg)
+    process: ProcessCfg = field(default_factory=ProcessCfg)
+    net: NetCfg = field(default_factory=NetCfg)
+    method: DiffusionCfg = field(default_factory=DiffusionCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    run_dir: str = "runs/default"
+    """Output folder; re-running the same command resumes from its latest checkpoint."""
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-able dict of a (nested) config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type, d: dict) -> Any:
+    """Rebuild a (nested) frozen dataclass from :func:`to_dict` output; unknown keys are an error."""
+    kwargs = {}
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    for k, v in d.items():
+        if k not in hints:
+            raise ValueError(f"unknown config key {k!r} for {cls.__name__}")
+        sub = _dataclass_type(cls, k)
+        if sub is not None and isinstance(v, dict):
+            kwargs[k] = from_dict(sub, v)
+        elif isinstance(v, list):
+            kwargs[k] = tuple(v)
+        else:
+            kwargs[k] = v
+    return cls(**kwargs)
+
+
+def _dataclass_type(cls: type, name: str) -> type | None:
+    default = getattr(cls(), name)
+    return type(default) if dataclasses.is_dataclass(default) else None
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a RunConfig from ``config.json`` (a file or a run folder)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    if not p.exists():
+        raise FileNotFoundError(f"no config at {p}: pass a run folder written by 'fewstep train' or its config.json")
+    return from_dict(RunConfig, json.loads(p.read_text()))

@@ -1,0 +1,83 @@
+"""``make demo`` / ``fewstep demo``: train small teachers on built-in data (2-D checkerboard, 8x8 digits),
+sample them at several step counts, and write an illustrated report (Markdown + HTML).
+
+It reuses the benchmark harness with shorter training and fewer samples, so the demo's numbers are
+produced exactly like the benchmark's (but from smaller models; BENCHMARKS.md holds the full runs).
+Later methods (MM, IMM, ...) add themselves to ``DEMO_METHODS``.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+from pathlib import Path
+
+from fewstep.bench.runner import BenchOptions, run_bench
+
+DEMO_METHODS: tuple[str, ...] = ("teacher",)
+DEMO_NFE = (1, 2, 4, 8, 16, 64, 256)
+
+
+def run_demo(out: Path, *, device: str = "auto", quick: bool = False) -> Path:
+    """Run the demo into ``out``; returns the path of ``report.html``."""
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    parts = []
+    for suite, datasets, scale in (("toy", ("checkerboard2d",), 0.4), ("digits", ("digits8x8",), 0.35)):
+        opts = BenchOptions(suite=suite, methods=DEMO_METHODS, teacher_nfe=DEMO_NFE if not quick else (1, 4, 16),
+                            quick=quick, device=device, out=str(out / suite), datasets=datasets, repeats=2,
+                            repeat_budget=128, min_repeats=1, runs_dir=str(out / "runs"), train_scale=scale,
+                            command=f"fewstep demo --out {out}")
+        run_bench(opts)
+        parts.append((suite, out / suite / "report.md"))
+    md = [f"# fewstep demo ({time.perf_counter() - t0:.0f} s)", "",
+          "Small Gaussian diffusion teachers trained on built-in data, sampled with ancestral and DDIM samplers "
+          "at 1-256 network evaluations (NFE). Fewer steps are faster but worse: that gap is what the few-step "
+          "methods of fewstep close. Full-size numbers: BENCHMARKS.md.", ""]
+    for suite, path in parts:
+        text = path.read_text()
+        text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m, s=suite: f"![{m.group(1)}]({s}/{m.group(2)})", text)
+        md += [text.replace("# fewstep bench", "## suite"), ""]
+        for png in sorted((out / suite).glob("samples_*_*.png")):
+            md.append(f"![{png.stem}]({suite}/{png.name})")
+        md.append("")
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    report = out / "report.html"
+    report.write_text(_to_html("\n".join(md)))
+    return report
+
+
+def _to_html(md: str) -> str:
+    """A minimal Markdown -> HTML (headers, tables, images, lists, paragraphs) for the demo report."""
+    body, table = [], []
+
+    def flush_table() -> None:
+        if table:
+            rows = [r for r in table if not re.match(r"^\|[-| ]+\|$", r)]
+            cells = [[html.escape(c.strip()) for c in r.strip("|").split("|")] for r in rows]
+            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells[0]) + "</tr>" + "".join(
+                "<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in cells[1:]) + "</table>")
+            table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        img = re.match(r"!\[([^\]]*)\]\(([^)]+)\)", line)
+        if img:
+            body.append(f'<img src="{html.escape(img.group(2))}" alt="{html.escape(img.group(1))}" '
+                        'style="max-width:45%;margin:4px">')
+        elif line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 4)
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>fewstep demo</title><style>{style}</style>" \
+           f"</head><body>{''.join(body)}</body></html>\n"

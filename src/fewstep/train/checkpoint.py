@@ -1,0 +1,302 @@
+"""Checkpoints: safetensors weights, a weights-only ``train_state.pt`` and an atomic ``latest`` pointer.
+
+Layout (spec/architecture.md section 6)::
+
+    run_dir/checkpoints/nimg_000102400/{role}.safetensors  {role}.ema.safetensors  train_state.pt
+    run_dir/checkpoints/latest          # text: the name of the last complete checkpoint directory
+
+A checkpoint is written into a hidden temporary directory next to its final place, fsynced, renamed into
+place with ``os.replace`` and only then named by ``latest`` (itself written to a temporary file and
+replaced), so an exception or a kill at any point leaves ``latest`` on a complete checkpoint. Modules are
+never pickled: weights are unwrapped state dicts (``module.`` / ``_orig_mod.`` prefixes stripped) and
+``train_state.pt`` holds only tensors and primitives, read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata as _metadata
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+_CKPT_RE = re.compile(r"^nimg_(\d{9,})$")
+_PRIMITIVES = (str, int, float, bool, type(None))
+
+
+def version() -> str:
+    """The installed fewstep version (``"unknown"`` when not installed)."""
+    try:
+        return _metadata.version("fewstep")
+    except _metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def unwrap_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Drop DDP (``module.``) and ``torch.compile`` (``_orig_mod.``) prefixes from state-dict keys."""
+    out = {k.replace("_orig_mod.", ""): v for k, v in state_dict.items()}
+    while out and all(k.startswith("module.") for k in out):
+        out = {k[len("module."):]: v for k, v in out.items()}
+    return out
+
+
+def unwrap_module(module: nn.Module) -> nn.Module:
+    """The module inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
+        elif hasattr(module, "_orig_mod") and isinstance(module._orig_mod, nn.Module):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. directories cannot be opened on this platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def save_weights(path: str | Path, state_dict: Mapping[str, Tensor],
+                 metadata: Mapping[str, object] | None = None) -> Path:
+    """Write a state dict to a ``.safetensors`` file (atomically: temp file + ``os.replace``).
+
+    Args:
+        path: destination file.
+        state_dict: tensors by name; wrapper prefixes are stripped, tensors copied to contiguous CPU memory.
+        metadata: string metadata; non-string values are stored as JSON. ``"fewstep"`` (the version) is
+            added when absent.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    clean = unwrap_state_dict(state_dict)
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in clean.items()}
+    meta = {"fewstep": version()}
+    for key, value in (metadata or {}).items():
+        meta[str(key)] = value if isinstance(value, str) else json.dumps(value)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)  # safetensors creates 0600 files; checkpoints are meant to be shared
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu"
+                 ) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a ``.safetensors`` file: ``(state_dict, metadata)``; a clear error if it is missing or invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as e:
+        raise ValueError(f"not a valid safetensors file: {path} ({e})") from e
+    return tensors, meta
+
+
+def _check_plain(obj: object, where: str = "train_state") -> None:
+    """Raise if ``obj`` holds anything but tensors, primitives, lists, tuples and str-keyed dicts."""
+    if isinstance(obj, (Tensor, *_PRIMITIVES)):
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    if isinstance(obj, dict):
+        for key, item in obj.items():
+            if not isinstance(key, (str, int)):
+                raise TypeError(f"{where}: dict key {key!r} is not str/int")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    raise TypeError(f"{where} holds a {type(obj).__name__}; train_state may hold only tensors and primitives")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: weights and EMA weights by role, the train state and per-file metadata."""
+
+    path: Path
+    nimg: int
+    weights: dict[str, dict[str, Tensor]]
+    ema: dict[str, dict[str, Tensor]]
+    train_state: dict
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def checkpoint_dirs(run_dir: str | Path) -> list[Path]:
+    """Complete checkpoint directories of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _CKPT_RE.match(p.name)]
+    return sorted(found, key=lambda p: int(p.name[len("nimg_"):]))
+
+
+def latest_dir(run_dir: str | Path) -> Path | None:
+    """The directory named by ``run_dir/checkpoints/latest`` (None when there is no checkpoint yet)."""
+    pointer = Path(run_dir) / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    target = pointer.parent / pointer.read_text().strip()
+    if not _CKPT_RE.match(target.name) or not target.is_dir():
+        raise FileNotFoundError(f"{pointer} names a missing checkpoint directory: {target.name!r}")
+    return target
+
+
+def save_checkpoint(run_dir: str | Path, nimg: int, weights: Mapping[str, Mapping[str, Tensor]],
+                    ema: Mapping[str, Mapping[str, Tensor]], train_state: dict, config: dict | None = None, *,
+                    keep: int = 2) -> Path:
+    """Atomically write ``run_dir/checkpoints/nimg_{nimg:09d}`` and point ``latest`` at it.
+
+    Args:
+        run_dir: the run directory.
+        nimg: samples seen; names the checkpoint.
+        weights: state dict of each trainable role. ema: EMA state dict of each role (may be a subset).
+        train_state: optimizer states, counters, ... (tensors and primitives only).
+        config: the run config, stored as JSON in every weights file's metadata.
+        keep: number of newest checkpoints kept (older ones are deleted after ``latest`` moved; 0 keeps all).
+
+    Returns:
+        The final checkpoint directory.
+    """
+    root = Path(run_dir) / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"nimg_{nimg:09d}"
+    current = latest_dir(run_dir)
+    if current is not None and current.name == final.name:
+        raise FileExistsError(f"{final} is already the latest checkpoint")
+    _check_plain(train_state)
+    for stale in root.glob(".tmp_*"):  # leftovers of a killed save
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".tmp_{final.name}_{os.getpid()}"
+    tmp.mkdir()
+    config_json = json.dumps(config or {}, sort_keys=True, default=str)
+    try:
+        for role, sd in weights.items():
+            if "." in role or "/" in role:
+                raise ValueError(f"role names may not contain '.' or '/': {role!r}")
+            meta = {"role": role, "config": config_json, "nimg": str(nimg)}
+            save_weights(tmp / f"{role}.safetensors", sd, {**meta, "ema": "false"})
+            if role in ema:
+                save_weights(tmp / f"{role}.ema.safetensors", ema[role], {**meta, "ema": "true"})
+        torch.save(train_state, tmp / "train_state.pt")
+        _fsync_file(tmp / "train_state.pt")
+        _fsync_dir(tmp)
+        if final.exists():  # a complete but unreferenced directory from an interrupted save
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_text_atomic(root / "latest", final.name + "\n")
+    if keep > 0:
+        for old in checkpoint_dirs(run_dir)[:-keep]:
+            if old.name != final.name:
+                shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load one checkpoint directory (weights, EMA weights, weights-only train state)."""
+    ckpt_dir = Path(ckpt_dir)
+    state_path = ckpt_dir / "train_state.pt"
+    if not state_path.is_file():
+        raise FileNotFoundError(f"incomplete checkpoint (no train_state.pt): {ckpt_dir}")
+    train_state = torch.load(state_path, map_location=device, weights_only=True)
+    weights: dict[str, dict[str, Tensor]] = {}
+    ema: dict[str, dict[str, Tensor]] = {}
+    meta: dict[str, dict[str, str]] = {}
+    for f in sorted(ckpt_dir.glob("*.safetensors")):
+        stem = f.name[: -len(".safetensors")]
+        sd, md = load_weights(f, device)
+        if stem.endswith(".ema"):
+            ema[stem[: -len(".ema")]] = sd
+        else:
+            weights[stem] = sd
+        meta[stem] = md
+    m = _CKPT_RE.match(ckpt_dir.name)
+    nimg = int(train_state.get("nimg", int(m.group(1)) if m else 0))
+    return Checkpoint(ckpt_dir, nimg, weights, ema, train_state, meta)
+
+
+def load_latest(run_dir: str | Path, device: str | torch.device = "cpu") -> Checkpoint | None:
+    """The checkpoint named by ``run_dir/checkpoints/latest``, or None when the run has none."""
+    target = latest_dir(run_dir)
+    return None if target is None else load_checkpoint(target, device)
+
+
+def find_weights(path: str | Path, role: str | None = None, *, ema: bool = True) -> Path:
+    """Resolve a run dir, its ``checkpoints`` dir, a checkpoint dir or a ``.safetensors`` file to a file.
+
+    Args:
+        path: where to look.
+        role: network role (e.g. ``"model"``, ``"student"``); None picks the only role present.
+        ema: prefer ``{role}.ema.safetensors`` (falls back to the raw weights when there is no EMA file).
+
+    Returns:
+        Path of the weights file.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise ValueError(f"not a .safetensors file: {path}")
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such run, checkpoint or weights file: {path}")
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    if (path / "latest").is_file():
+        resolved = latest_dir(path.parent)
+        assert resolved is not None
+        path = resolved
+    roles = sorted({f.name.split(".")[0] for f in path.glob("*.safetensors")})
+    if not roles:
+        raise FileNotFoundError(f"no checkpoint or weights under {path}")
+    if role is None:
+        if len(roles) != 1:
+            raise ValueError(f"{path} holds several roles {roles}; choose one")
+        role = roles[0]
+    if role not in roles:
+        raise FileNotFoundError(f"no weights for role {role!r} in {path} (available: {roles})")
+    if ema and (path / f"{role}.ema.safetensors").is_file():
+        return path / f"{role}.ema.safetensors"
+    return path / f"{role}.safetensors"

@@ -1,0 +1,76 @@
+"""Bench harness: schema of results.jsonl, report/figures, and the acceleration factor."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from fewstep.bench.report import acceleration, best_curve
+from fewstep.bench.runner import BenchOptions, run_bench
+
+REQUIRED = {"suite": str, "dataset": str, "method": str, "process": str, "steps": int, "sampler": str, "nfe": int,
+            "metric": str, "value": float, "lower_is_better": bool, "n_samples": int, "seed": int,
+            "sample_seconds": float, "device": str, "quick": bool, "git_sha": str}
+
+CURVE = [(1, 1.0, 0.01, "ddim"), (2, 0.5, 0.01, "ddim"), (4, 0.1, 0.01, "ddim"), (8, 0.01, 0.001, "ddim")]
+
+
+def test_acceleration_interpolates_log_linearly():
+    # value halfway between NFE 2 (0.5) and NFE 4 (0.1) -> N = 2 * 2**0.5
+    acc, text = acceleration(CURVE, 0.3, 0.0, 1)
+    assert acc == pytest.approx(2 * math.sqrt(2))
+    assert text.startswith("2.83")
+    acc, _ = acceleration(CURVE, 0.3, 0.0, 2)
+    assert acc == pytest.approx(math.sqrt(2))
+
+
+def test_acceleration_at_least_max_when_matching_teacher_within_2se():
+    acc, text = acceleration(CURVE, 0.0115, 0.0005, 2)
+    assert acc == 4 and text == ">= 4"
+    _, text = acceleration(CURVE, 0.02, 0.0005, 2)
+    assert not text.startswith(">=")
+
+
+def test_acceleration_higher_is_better():
+    curve = [(1, 0.1, 0.0, "a"), (4, 0.5, 0.0, "a"), (16, 0.9, 0.0, "a")]
+    acc, _ = acceleration(curve, 0.5, 0.0, 1, lower_is_better=False)
+    assert acc == pytest.approx(4.0)
+
+
+def test_best_curve_picks_best_sampler():
+    rows = [{"method": "teacher", "metric": "energy", "nfe": 4, "value": v, "stderr": 0.0, "sampler": s,
+             "lower_is_better": True} for s, v in (("ancestral", 0.2), ("ddim", 0.1))]
+    assert best_curve(rows, "energy") == [(4, 0.1, 0.0, "ddim")]
+
+
+def test_quick_oracle_bench_writes_schema_rows(tmp_path: Path):
+    opts = BenchOptions(suite="toy", methods=("oracle",), datasets=("gmm8d",), quick=True, out=str(tmp_path),
+                        teacher_nfe=(1, 8), device="cpu")
+    rows = run_bench(opts, log=lambda s: None)
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == len(rows) > 0
+    for line in lines:
+        row = json.loads(line)
+        for key, typ in REQUIRED.items():
+            assert key in row, key
+            assert isinstance(row[key], typ) or (typ is float and isinstance(row[key], int)), (key, row[key])
+        assert "train_seconds" in row and "teacher" in row
+    methods = {json.loads(x)["method"] for x in lines}
+    assert methods == {"data", "oracle"}
+    assert (tmp_path / "report.md").exists() and (tmp_path / "quality_vs_nfe_gmm8d.png").exists()
+    assert (tmp_path / "samples_gmm8d_oracle-ddim_8.png").exists()
+    energy = {(r["sampler"], r["nfe"]): r["value"] for r in rows if r["metric"] == "energy"}
+    # the exact oracle improves with steps: 8 DDIM steps beat 1 step by a wide margin
+    assert energy[("ddim", 8)] < 0.1 * energy[("ddim", 1)]
+
+
+def test_bench_rejects_unknown_things(tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown suite"):
+        run_bench(BenchOptions(suite="nope", out=str(tmp_path)))
+    with pytest.raises(ValueError, match="unknown methods"):
+        run_bench(BenchOptions(suite="toy", methods=("nope",), out=str(tmp_path)))
+    with pytest.raises(ValueError, match="not in suite"):
+        run_bench(BenchOptions(suite="toy", datasets=("digits8x8",), out=str(tmp_path)))
