@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
-from fewstep.bench.runner import BenchContext, ModelEntry, register, sampler_nfe
+from fewstep.bench.runner import BenchContext, ModelEntry, register
 from fewstep.build import data_shape
 from fewstep.presets import BENCH_PRESETS, get_preset, quick
+from fewstep.samplers.gaussian import nfe as sampler_nfe
 
 
 def trained_teacher(ctx: BenchContext):
