@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from fewstep import rng
 from fewstep.denoisers.gaussian import GaussianDenoiser
 from fewstep.methods.base import Batch, LossOutput, Method
 from fewstep.processes.gaussian import GaussianProcess, TimeSampling, Weighting
@@ -46,7 +47,7 @@ class GaussianDiffusion(Method):
         x = batch["x"]
         n = x.shape[0]
         t = self.process.sample_t(n, generator=generator, device=x.device, kind=self.time_sampling)
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = rng.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         z = self.process.add_noise(x, t, noise=noise)
         cond = batch.get("label") if self.conditional else None
         x0_hat = nets["model"](z, t, cond=cond)

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from fewstep import rng
 from fewstep.processes.base import bcast, check_times
 from fewstep.schedules import LOGSNR_CLAMP, Schedule
 
@@ -48,17 +49,17 @@ class GaussianProcess:
     ) -> Tensor:
         """Training times [n] in [t_min, 1] (float32)."""
         if kind == "uniform":
-            u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+            u = rng.rand((n,), generator=generator, device=device, dtype=torch.float64)
             if stratified:
                 u = (torch.arange(n, device=device, dtype=torch.float64) + u) / n
             t = u
         elif kind == "logit_normal":
-            t = torch.sigmoid(torch.randn(n, generator=generator, device=device, dtype=torch.float64))
+            t = torch.sigmoid(rng.randn((n,), generator=generator, device=device, dtype=torch.float64))
         elif kind == "edm_lognormal":
-            ln = -1.2 + 1.2 * torch.randn(n, generator=generator, device=device, dtype=torch.float64)
+            ln = -1.2 + 1.2 * rng.randn((n,), generator=generator, device=device, dtype=torch.float64)
             t = self.schedule.t_from_eta(torch.exp(ln))
         elif kind == "uniform_logsnr":
-            u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+            u = rng.rand((n,), generator=generator, device=device, dtype=torch.float64)
             t = self.schedule.t_from_logsnr(LOGSNR_CLAMP - 2 * LOGSNR_CLAMP * u)
         else:
             raise ValueError(f"unknown time sampling {kind!r}")
@@ -72,7 +73,7 @@ class GaussianProcess:
         if noise is None:
             if generator is None:
                 raise ValueError("add_noise needs a generator or explicit noise")
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+            noise = rng.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         o = self.schedule(t.to(x0.dtype))
         return bcast(o.alpha, x0) * x0 + bcast(o.sigma, x0) * noise
 
@@ -87,7 +88,7 @@ class GaussianProcess:
     ) -> Tensor:
         """Draw z_t ~ N(0, sigma_t^2 I), the prior at time ``t`` (ignores alpha_t E[x], exact at t = 1)."""
         sigma = float(self.schedule(torch.tensor(t, dtype=torch.float64)).sigma)
-        return sigma * torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return sigma * rng.randn(shape, generator=generator, device=device, dtype=dtype)
 
     # ------------------------------------------------------------------ posterior
     def posterior_coefficients(self, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -141,7 +142,7 @@ class GaussianProcess:
             if noise is None:
                 if generator is None:
                     raise ValueError("a stochastic posterior step (eta > 0) needs a generator")
-                noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=dt)
+                noise = rng.randn(x_t.shape, generator=generator, device=x_t.device, dtype=dt)
             out = out + bcast(g, x_t) * noise
         return out
 
