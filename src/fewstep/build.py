@@ -43,11 +43,9 @@ def build_data(cfg: DataCfg) -> DataSource:
     from fewstep.data import images
 
     if cfg.name == "digits8x8":
-        x, y = images.load_digits8x8()
+        x, y = images.load_digits8x8(cfg.split)
         return TensorSource(x, y, name="digits8x8")
     if cfg.name in ("mnist", "fashion_mnist"):
-        if cfg.root is None:
-            raise ValueError(f"dataset {cfg.name} needs --data.root pointing at its IDX files")
         load = images.load_mnist if cfg.name == "mnist" else images.load_fashion_mnist
         x, y = load(cfg.root, split="train")
         return TensorSource(x, y, name=cfg.name)

@@ -180,6 +180,8 @@ class BenchArgs:
     runs_dir: str | None = None
     teacher_preset: str | None = None
     """Override teacher presets, e.g. 'digits8x8=digits-unet' (comma-separated dataset=preset pairs)."""
+    train_scale: float = 1.0
+    """Multiply the teacher presets' training length."""
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -191,7 +193,7 @@ def cmd_bench(argv: list[str]) -> int:
         teacher_nfe=_parse_steps(a.teacher_nfe), samplers=tuple(a.samplers.split(",")), quick=a.quick,
         device=a.device, out=a.out, seed=a.seed, repeats=a.repeats,
         datasets=tuple(a.datasets.split(",")) if a.datasets else None, runs_dir=a.runs_dir,
-        teacher_presets=_pairs(a.teacher_preset),
+        teacher_presets=_pairs(a.teacher_preset), train_scale=a.train_scale,
         command="fewstep bench " + shlex.join(argv))
     try:
         run_bench(with_defaults(opts))

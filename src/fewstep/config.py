@@ -22,6 +22,8 @@ class DataCfg:
     """Dataset name."""
     root: str | None = None
     """Folder with the IDX files (MNIST / Fashion-MNIST only); see scripts/get_resources.sh."""
+    split: Literal["train", "all"] = "train"
+    """digits8x8: train on the fixed training half (the other half is the fd_digits reference) or on all."""
 
 
 @dataclass(frozen=True)

@@ -211,20 +211,26 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
         ev = make_eval(dataset, n_samples=_quick_n(dataset) if opts.quick else None)
         ctx = BenchContext(options=opts, dataset=dataset, device=device, runs_dir=runs_dir)
         new = data_rows(ev, ctx, {**base, "dataset": dataset})
+        _append(results, new)
         for method in opts.methods:
             for entry in PROVIDERS[method](ctx):
                 t0 = time.perf_counter()
-                new += evaluate_entry(ev, entry, ctx, {**base, "dataset": dataset}, out)
-                prim = [r for r in new if r["metric"] == ev.primary][-1]
+                got = evaluate_entry(ev, entry, ctx, {**base, "dataset": dataset}, out)
+                _append(results, got)  # row by row: an interrupted run keeps what it measured
+                new += got
+                prim = [r for r in got if r["metric"] == ev.primary][-1]
                 log(f"[bench] {dataset} {entry.method}/{entry.sampler} steps={entry.steps} nfe={entry.nfe}: "
                     f"{ev.primary}={prim['value']:.5f} ({time.perf_counter() - t0:.1f}s)")
-        with results.open("a") as f:
-            for r in new:
-                f.write(json.dumps(r) + "\n")
         rows += new
     write_report(rows, out, command=opts.command)
     log(f"[bench] wrote {results}, {out / 'report.md'} and figures in {out}")
     return rows
+
+
+def _append(path: Path, rows: list[dict]) -> None:
+    with path.open("a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
 
 
 def _quick_n(dataset: str) -> int:

@@ -54,19 +54,34 @@ def to_uint8(x: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- digits
-def load_digits8x8() -> tuple[Tensor, Tensor]:
+DIGITS_SPLIT_SEED = 1234
+
+
+def load_digits8x8(split: str = "all") -> tuple[Tensor, Tensor]:
     """scikit-learn's bundled 8x8 digits (works offline).
 
+    Args:
+        split: ``all`` (1,797 images), or one half of a fixed random permutation: ``train`` (898 images, what
+            generative models train on) or ``test`` (899 images, the reference set of ``fd_digits``), so that a
+            model that memorises its training data cannot beat the train-vs-test noise floor.
+
     Returns:
-        ``(x [1797, 1, 8, 8] float32 in [-1, 1] (value / 16 * 2 - 1), labels [1797] int64)``.
+        ``(x [N, 1, 8, 8] float32 in [-1, 1] (value / 16 * 2 - 1), labels [N] int64)``.
     """
+    if split not in ("all", "train", "test"):
+        raise ValueError(f"digits8x8 split must be all, train or test, got {split!r}")
     try:
         from sklearn.datasets import load_digits
     except ImportError as e:
         raise ImportError("the 8x8 digits need scikit-learn: pip install scikit-learn") from e
     d = load_digits()
-    x = torch.from_numpy(np.asarray(d.images, dtype=np.float32) / 16.0 * 2.0 - 1.0)[:, None]
-    return x.contiguous(), torch.from_numpy(np.asarray(d.target, dtype=np.int64))
+    x = torch.from_numpy(np.asarray(d.images, dtype=np.float32) / 16.0 * 2.0 - 1.0)[:, None].contiguous()
+    y = torch.from_numpy(np.asarray(d.target, dtype=np.int64))
+    if split == "all":
+        return x, y
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    idx = perm[: x.shape[0] // 2] if split == "train" else perm[x.shape[0] // 2:]
+    return x[idx].contiguous(), y[idx].contiguous()
 
 
 # ---------------------------------------------------------------------------------------------- IDX
