@@ -93,7 +93,7 @@ class DigitsEval(DatasetEval):
 
         self.reference, _ = load_digits8x8("test")
         self.heldout, _ = load_digits8x8("train")
-        self.n_samples = self.reference.shape[0]
+        self.n_samples = min(self.reference.shape[0], self.heldout.shape[0])
         self.classifier = digits_classifier(cache_dir)
         self._ref_feats = self.classifier(self.reference)
 
