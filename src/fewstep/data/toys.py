@@ -77,6 +77,22 @@ class GMM:
         m = self.means[None] + alpha[:, None, None] * torch.einsum("kij,bkj->bki", self.covs, cinv_diff)
         return (r[..., None] * m).sum(1)
 
+    def posterior_cov(self, z: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """Cov[x | z_t = z] [B, d, d] = sum_k r_k (S_k + m_k m_k^T) - E E^T.
+
+        S_k = Sigma_k - alpha^2 Sigma_k C_k^-1 Sigma_k is the within-component posterior covariance.
+        """
+        z, alpha, sigma = z.double(), alpha.double(), sigma.double()
+        cinv, logdet = self._noisy_precision(alpha, sigma)
+        diff = z[:, None, :] - alpha[:, None, None] * self.means[None]
+        cinv_diff = _apply(cinv, diff)
+        r = torch.softmax(torch.log(self.weights)[None] - 0.5 * (logdet + (diff * cinv_diff).sum(-1)), dim=1)
+        m = self.means[None] + alpha[:, None, None] * torch.einsum("kij,bkj->bki", self.covs, cinv_diff)
+        s_k = self.covs[None] - alpha[:, None, None, None] ** 2 * self.covs[None] @ cinv @ self.covs[None]
+        second = (r[..., None, None] * (s_k + m[..., :, None] * m[..., None, :])).sum(1)
+        mean = (r[..., None] * m).sum(1)
+        return second - mean[:, :, None] * mean[:, None, :]
+
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact data log-density [B]."""
         one = torch.ones(x.shape[0], dtype=torch.float64)
@@ -108,6 +124,15 @@ class GMMOracle(nn.Module):
         check_times(x_t, t)
         o = self.schedule(t.double())
         return self.gmm.posterior_mean(x_t.reshape(x_t.shape[0], -1), o.alpha, o.sigma).reshape(x_t.shape)
+
+    def sample_data(self, n: int, generator: torch.Generator) -> Tensor:
+        """n data samples [n, d] (float64)."""
+        return self.gmm.sample(n, generator=generator)
+
+    def posterior_cov(self, z: Tensor, t: Tensor) -> Tensor:
+        """Cov[x | z_t] [B, d, d]."""
+        o = self.schedule(t.double())
+        return self.gmm.posterior_cov(z.reshape(z.shape[0], -1), o.alpha, o.sigma)
 
     def score(self, z: Tensor, t: Tensor) -> Tensor:
         """grad log p_t(z) = (alpha E[x|z] - z) / sigma^2."""

@@ -204,3 +204,33 @@ def status_line(nimg: int, logs: Mapping[str, float], *, lr: float | None = None
     if elapsed is not None:
         parts.append(f"elapsed {format_seconds(elapsed)}")
     return "  ".join(parts)
+
+
+class ProgressBar:
+    """A tqdm bar counting samples (nimg) on rank 0 when stdout is a terminal; otherwise a no-op.
+
+    Status lines go through :meth:`write` so they print above the bar instead of breaking it.
+    """
+
+    def __init__(self, total: int, initial: int, *, enabled: bool) -> None:
+        self._bar = None
+        if enabled and distributed.is_main() and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True,
+                             leave=False)
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def write(self, line: str) -> None:
+        if self._bar is not None:
+            self._bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -36,7 +36,7 @@ from fewstep.methods.base import Batch, Method, Phase
 from fewstep.train import distributed as dist
 from fewstep.train.checkpoint import Checkpoint, load_latest, save_checkpoint, unwrap_module
 from fewstep.train.ema import EMA
-from fewstep.train.logging import JsonlLogger, Logger, status_line, write_env
+from fewstep.train.logging import JsonlLogger, Logger, ProgressBar, status_line, write_env
 from fewstep.train.optim import lr_at, make_optimizer, resolve_optim, set_lr
 
 Evaluator = Callable[[Method, dict[str, nn.Module], int], Mapping[str, float]]
@@ -177,6 +177,7 @@ class Trainer:
         self._last_eval: dict[str, float] = {}
         self._changed: list[str] = []
         self._sinks: list[Logger] = []
+        self._bar = ProgressBar(0, 0, enabled=False)
 
     @property
     def ema(self) -> dict[str, nn.Module]:
@@ -203,9 +204,11 @@ class Trainer:
                     "world": self.world, "per_rank_batch": self.local_batch,
                     "micro_batch": self.micro_batch, "accum": self.accum,
                     "device": str(self.device), "config_changed": self._changed})
+        self._bar = ProgressBar(self.total_nimg, self.nimg, enabled=self.progress)
         try:
             self._loop()
         finally:
+            self._bar.close()
             self._sinks[0].close()
             self._sinks = []
         return self._summary(ckpt is not None)
@@ -222,6 +225,7 @@ class Trainer:
                     self._phase(index, phase, batch, wrapped)
             prev = self.nimg
             self.nimg += self.batch_size
+            self._bar.update(self.batch_size)
             iteration += 1
             self.train_seconds = base + time.perf_counter() - start
             done = self.nimg >= self.total_nimg or self._out_of_time()
@@ -328,8 +332,8 @@ class Trainer:
         self._emit(self._last_logs)
         if self.progress and dist.is_main():
             shown = {k: v for k, v in logs.items() if not k.startswith("grad_norm/")}
-            print(status_line(self.nimg, shown, lr=next(iter(lrs.values())), sec_per_kimg=sec_per_kimg,
-                              elapsed=self.train_seconds), flush=True)
+            self._bar.write(status_line(self.nimg, shown, lr=next(iter(lrs.values())),
+                                        sec_per_kimg=sec_per_kimg, elapsed=self.train_seconds))
 
     def _evaluate(self) -> None:
         if dist.is_main():
@@ -340,7 +344,7 @@ class Trainer:
             self._last_eval = results
             self._emit({"event": "eval", "nimg": self.nimg, **results})
             if self.progress:
-                print(status_line(self.nimg, results), flush=True)
+                self._bar.write(status_line(self.nimg, results))
         dist.barrier()
 
     def _save(self) -> None:
