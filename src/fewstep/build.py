@@ -81,13 +81,21 @@ def build_method(cfg: RunConfig, shape: tuple[int, ...]) -> GaussianDiffusion:
                              conditional=cfg.net.num_classes > 0)
 
 
+def seeded_init(make, seed: int):
+    """Call ``make()`` (which initialises networks) with the torch RNG seeded from ``seed``, restoring the
+    global RNG state afterwards: the same config always starts from the same weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
+
+
 def build_trainer(cfg: RunConfig, *, allow_config_change: bool = False, progress: bool = True,
                   data: DataSource | None = None):
     """A ready-to-fit Trainer for ``cfg`` (data, method and optimisation from the config)."""
     from fewstep.train.trainer import Trainer
 
     data = build_data(cfg.data) if data is None else data
-    method = build_method(cfg, data.shape)
+    method = seeded_init(lambda: build_method(cfg, data.shape), cfg.train.seed)
     t = cfg.train
     return Trainer(
         method, data, run_dir=Path(cfg.run_dir), seed=t.seed, total_nimg=t.total_nimg, batch_size=t.batch_size,
