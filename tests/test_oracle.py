@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
+from _shared import gen, gmm2d
 from fewstep.data.toys import (
     GMM,
     GMMOracle,
@@ -26,18 +27,8 @@ SCHEDULES = [CosineSchedule(), FlowSchedule()]
 IDS = ["cosine", "flow"]
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _gmm2d() -> GMM:
-    weights = torch.tensor([0.5, 0.3, 0.2], dtype=F64)
-    means = torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.5, -2.5]], dtype=F64)
-    covs = torch.tensor(
-        [[[0.30, 0.10], [0.10, 0.20]], [[0.10, 0.00], [0.00, 0.40]], [[0.25, -0.08], [-0.08, 0.15]]],
-        dtype=F64,
-    )
-    return GMM(weights, means, covs)
+_gen = gen
+_gmm2d = gmm2d
 
 
 GMMS = {"gmm2d": _gmm2d, "gmm8d": make_gmm8d}

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from _shared import gen, gmm2d
 from fewstep.data.toys import GMM, GMMOracle
 from fewstep.processes.gaussian import GaussianProcess
 from fewstep.samplers import (
@@ -33,19 +34,8 @@ IDS = ["cosine", "flow"]
 FNS = {"ancestral": ancestral, "ddim": ddim, "euler": euler, "heun": heun}
 
 
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _gmm2d() -> GMM:
-    """3 components with different weights and full covariances, well separated."""
-    weights = torch.tensor([0.5, 0.3, 0.2], dtype=F64)
-    means = torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.5, -2.5]], dtype=F64)
-    covs = torch.tensor(
-        [[[0.30, 0.10], [0.10, 0.20]], [[0.10, 0.00], [0.00, 0.40]], [[0.25, -0.08], [-0.08, 0.15]]],
-        dtype=F64,
-    )
-    return GMM(weights, means, covs)
+_gen = gen
+_gmm2d = gmm2d
 
 
 def _moments(gmm: GMM) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,24 @@
+"""Helpers shared by several test files (importable because pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import torch
+
+from fewstep.data.toys import GMM
+
+F64 = torch.float64
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def gmm2d() -> GMM:
+    """3 components with different weights and full covariances, well separated."""
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=F64)
+    means = torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.5, -2.5]], dtype=F64)
+    covs = torch.tensor(
+        [[[0.30, 0.10], [0.10, 0.20]], [[0.10, 0.00], [0.00, 0.40]], [[0.25, -0.08], [-0.08, 0.15]]],
+        dtype=F64,
+    )
+    return GMM(weights, means, covs)
