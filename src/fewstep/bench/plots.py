@@ -44,9 +44,10 @@ def save_samples(x: Tensor, path: Path, *, title: str = "", max_points: int = 40
             ax.axis("off")
             if i < n:
                 img = ((x[i] + 1) / 2).clamp(0, 1)
-                ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+                img = (img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)).numpy()
+                ax.imshow(img, cmap="gray", vmin=0, vmax=1)
     else:
-        p = _projection(x.reshape(x.shape[0], -1)[:max_points])
+        p = _projection(x.reshape(x.shape[0], -1)[:max_points]).numpy()
         fig, ax = plt.subplots(figsize=(4, 4))
         ax.scatter(p[:, 0], p[:, 1], s=1, alpha=0.5)
         ax.set_aspect("equal")

@@ -1,0 +1,19 @@
+"""The demo end to end in its quick mode: trains, samples, and writes an illustrated report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fewstep.demo import run_demo
+
+
+def test_quick_demo_writes_report(tmp_path: Path):
+    report = run_demo(tmp_path, device="cpu", quick=True)
+    assert report.exists() and report.name == "report.html"
+    html = report.read_text()
+    assert "<table>" in html and "quality_vs_nfe_checkerboard2d.png" in html and "digits8x8" in html
+    for rel in ("toy/quality_vs_nfe_checkerboard2d.png", "digits/quality_vs_nfe_digits8x8.png",
+                "toy/results.jsonl", "digits/results.jsonl"):
+        assert (tmp_path / rel).exists(), rel
+    assert list((tmp_path / "digits").glob("samples_digits8x8_teacher-ancestral_*.png"))
+    assert (tmp_path / "report.md").read_text().startswith("# fewstep demo")
