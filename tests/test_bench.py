@@ -74,3 +74,13 @@ def test_bench_rejects_unknown_things(tmp_path: Path):
         run_bench(BenchOptions(suite="toy", methods=("nope",), out=str(tmp_path)))
     with pytest.raises(ValueError, match="not in suite"):
         run_bench(BenchOptions(suite="toy", datasets=("digits8x8",), out=str(tmp_path)))
+
+
+def test_report_command_rederives_tables(tmp_path: Path):
+    from fewstep.cli import main
+
+    opts = BenchOptions(suite="toy", methods=("oracle",), datasets=("gmm8d",), quick=True, out=str(tmp_path / "a"),
+                        teacher_nfe=(1, 2), device="cpu")
+    run_bench(opts, log=lambda s: None)
+    assert main(["report", "--results", str(tmp_path / "a" / "results.jsonl"), "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "report.md").read_text() == (tmp_path / "a" / "report.md").read_text()

@@ -1,4 +1,4 @@
-"""``fewstep`` command line: train | sample | eval | bench | demo | info.
+"""``fewstep`` command line: train | sample | eval | bench | report | demo | info.
 
 Every command's flags come from typed dataclasses through tyro (``fewstep CMD --help``). ``train`` takes a
 ``--preset NAME`` (``fewstep info`` lists them) whose fields any flag overrides, ``--config RUN/config.json``
@@ -18,12 +18,13 @@ from typing import Literal
 
 import tyro
 
-USAGE = """usage: fewstep {train,sample,eval,bench,demo,info} [--help]
+USAGE = """usage: fewstep {train,sample,eval,bench,report,demo,info} [--help]
 
   train   train a model from a preset (fewstep train --preset toy2d-checkerboard --dry-run)
   sample  draw samples from a trained run at several step counts
   eval    metrics of saved samples against a dataset
   bench   run a benchmark suite (toy, digits) and write results.jsonl, report.md, figures
+  report  re-derive report.md and figures from a results.jsonl
   demo    train small models on built-in data and write an illustrated report (~10 min on 2 CPU cores)
   info    version, presets, devices
 """
@@ -212,6 +213,29 @@ def _pairs(text: str | None) -> tuple[tuple[str, str], ...]:
 
 
 @dataclass(frozen=True)
+class ReportArgs:
+    """Re-derive report.md and the quality-vs-NFE figures from a results.jsonl (e.g. benchmarks/results/)."""
+
+    results: str
+    """A results.jsonl written by 'fewstep bench'."""
+    out: str
+    """Output folder for report.md and figures."""
+
+
+def cmd_report(argv: list[str]) -> int:
+    from fewstep.bench.report import write_report
+
+    a = tyro.cli(ReportArgs, args=argv, prog="fewstep report")
+    path = Path(a.results)
+    if not path.exists():
+        raise SystemExit(f"error: no results file at {path}")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    print(write_report(rows, Path(a.out), command=rows[0].get("command", "") if rows else ""))
+    return 0
+
+
+@dataclass(frozen=True)
 class DemoArgs:
     """Train small models on built-in data, sample them at several step counts and write a report."""
 
@@ -243,8 +267,8 @@ def cmd_info(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench, "demo": cmd_demo,
-            "info": cmd_info}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench, "report": cmd_report,
+            "demo": cmd_demo, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,6 +113,16 @@ def git_sha() -> str:
         return "unknown"
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -203,7 +213,7 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     device = resolve_device(opts.device)
     runs_dir = Path(opts.runs_dir) if opts.runs_dir else out / "runs"
     base = {"suite": opts.suite, "seed": opts.seed, "device": device_name(device), "quick": opts.quick,
-            "git_sha": git_sha(), "date": time.strftime("%Y-%m-%d"), "host_cpu": platform.processor() or "cpu"}
+            "git_sha": git_sha(), "date": time.strftime("%Y-%m-%d"), "host_cpu": _cpu_name(), "command": opts.command}
     rows: list[dict] = []
     results = out / "results.jsonl"
     results.write_text("")

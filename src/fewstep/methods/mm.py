@@ -1,0 +1,337 @@
+"""Moment Matching distillation (Salimans, Mensink, Heek, Hoogeboom, NeurIPS 2024, arXiv 2406.04103).
+
+A k-step student G(z_t, t) -> x~ (a *sample*, not a mean) is trained so that along its own stochastic
+sampler the conditional mean of its samples matches the frozen teacher: E_g[x~ | z_s] = T(z_s, s) for all s
+(spec/continuous.md section 2). Per iteration, on forward-diffused *real* data:
+
+    s ~ U(s_min, 1), clamped to >= s_floor;  t = min(1, s + U(0, 1/k))    # random gap, not the sampler grid
+    z_t = alpha_t x + sigma_t eps;  x~ = G(z_t, t)                          # grad only in the student phase
+    z_s = renoise(z_t, sg x~, t, s)    (posterior_step, eta = 1; float64, no grad through z_s)
+    x^ = sg T(z_s, s)
+    aux:     L_A = mean w(s) [||x~ - A(z_s)||^2 + lambda_reg ||x^ - A(z_s)||^2]
+    student: L_G = mean w(s) <x~, sg(A(z_s) - x^)>       (only its gradient matters)
+
+Squared norms and inner products sum over non-batch dims, then average over the batch. The auxiliary
+optimum is A* = (m_g + lambda T)/(1 + lambda) with m_g(z) = E_g[x~ | z_s = z], so the student gradient is
+E[w (dx~/deta)^T (m_g - T)] / (1 + lambda).
+
+Modes:
+- ``alternating``: phases ("aux", trains aux) then ("student", trains student) every iteration, 1:1. Both
+  phases see the iteration's data batch with independent times and noise (the trainer draws one batch per
+  iteration); each phase's estimate is unbiased on its own.
+- ``instant``: one student phase and no auxiliary network (spec section 3, helpers in ``mm_instant``). The
+  batch is split into two independent halves A and B: g_A = grad_theta (1/B) sum w ||T_theta(z_s^A) - x~_A||^2,
+  nu = -c Lambda g_A, delta = J_theta T_theta(z_s^B) nu, L = (1/B) sum w <x~_B, sg delta>.
+
+Design decisions:
+- **s = 0.** The posterior at s = 0 is a delta at x~ and T(x~, 0) = A(x~, 0) = x~, so such rows carry no
+  signal, while the weight diverges. s is clamped to ``s_floor`` (default: the process's ``t_min``, 1e-4),
+  which keeps every network inside its training range and the weight finite (it is also clamped at
+  ``weight_max`` = 1e4). t > s is guaranteed (gap >= 1e-6).
+- **Weighting** defaults to the library teacher's x-space weight (``edm``; = v-weight for VP with sigma_d = 1)
+  evaluated at s; set ``weighting`` to the teacher's own training weight, or ``flat``.
+- **Initialisation.** Student and aux are built by the caller, normally as ``init_from_teacher(teacher)``.
+  An oracle teacher (``GMMOracle``) has no weights: first regress a net on it (``regress_on_teacher``) and
+  copy that net; instant MM also needs that regressed net as its (parametric) teacher.
+- **CFG.** With ``guidance = w`` every teacher call becomes T(null) + w (T(c) - T(null)), null label =
+  ``num_classes``. The auxiliary and student stay conditional and unguided.
+- **Optimisers.** ``MM_OPTIM`` (Adam, beta = (0, 0.99), eps = 1e-12) per role, with the Trainer's default
+  ``grad_clip = 1.0`` and its NaN/Inf zeroing: ``Trainer(..., per_role_optim=method.per_role_optim(lr))``.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from fewstep import rng
+from fewstep.methods.base import Batch, LossOutput, Method, Phase
+from fewstep.methods.mm_instant import (
+    JVPRoute,
+    Preconditioner,
+    PrecondKind,
+    TeacherFn,
+    guided,
+    teacher_grad,
+    teacher_jvp,
+)
+from fewstep.processes.gaussian import GaussianProcess, TimeSampling, Weighting
+from fewstep.samplers.student import Renoise, renoise, sample_student
+
+MM_OPTIM: dict = {"optimizer": "adam", "betas": (0.0, 0.99), "eps": 1e-12}
+"""Per-role optimizer overrides for MM (spec section 2; attributed to the paper by reimplementations,
+unverified). Clip-norm 1.0 and NaN/Inf zeroing come from the Trainer (``grad_clip=1.0``, its default). LR:
+warm-up then linear decay (``warmup_nimg``, ``lr_decay="linear"``); toy: 3e-5 ... 1e-4."""
+
+Mode = Literal["alternating", "instant"]
+Gap = Literal["uniform", "fixed"]
+_MIN_GAP = 1e-6
+
+
+@dataclass
+class Draw:
+    """The randomness of one MM minibatch (all float64): target times s [B], source times t [B] (s < t),
+    forward-diffused real data z_t [B, ...], the re-noising noise xi [B, ...] and optional labels [B]."""
+
+    s: Tensor
+    t: Tensor
+    z_t: Tensor
+    xi: Tensor
+    cond: Tensor | None = None
+
+
+def _in_dtype(net: nn.Module) -> torch.dtype:
+    dt = getattr(net, "input_dtype", None)
+    if dt is not None:
+        return dt
+    p = next(iter(net.parameters()), None)
+    return p.dtype if p is not None and p.is_floating_point() else torch.float32
+
+
+def _apply(net: nn.Module, z: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
+    """net(z, t, cond=...) with z, t cast to the net's input dtype."""
+    dt = _in_dtype(net)
+    return net(z.to(dt), t.to(dt), **({} if cond is None else {"cond": cond}))
+
+
+def _loss_dtype(x: Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _sqnorm(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1).pow(2).sum(1)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return (a * b).reshape(a.shape[0], -1).sum(1)
+
+
+def init_from_teacher(teacher: nn.Module) -> nn.Module:
+    """A trainable deep copy of a *parametric* teacher (for the student or the auxiliary network).
+
+    An oracle teacher has no weights: regress a net on it first (``regress_on_teacher``) and copy that net.
+    """
+    if next(iter(teacher.parameters()), None) is None:
+        raise TypeError("the teacher has no weights (an oracle?): regress a net on it with regress_on_teacher "
+                        "and initialise from that net")
+    return copy.deepcopy(teacher).train().requires_grad_(True)
+
+
+def regress_on_teacher(net: nn.Module, teacher: nn.Module, process: GaussianProcess,
+                       sample_data: Callable[[int, torch.Generator], Tensor], *, steps: int,
+                       generator: torch.Generator, batch_size: int = 512, lr: float = 1e-3,
+                       weighting: Weighting = "edm", time_sampling: TimeSampling = "uniform") -> list[float]:
+    """Fit ``net`` to the teacher's predictions: min E w(t) mean ||net(z_t, t) - T(z_t, t)||^2, z_t from data.
+
+    Used to initialise MM from an oracle teacher (spec section 8: ~10k steps). ``sample_data(n, generator)``
+    returns [n, ...] real data. Adam, in place; returns the per-step losses.
+    """
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        x = sample_data(batch_size, generator).double()
+        t = process.sample_t(batch_size, generator=generator, device=x.device, kind=time_sampling).double()
+        z = process.add_noise(x, t, noise=rng.randn(x.shape, generator=generator, device=x.device,
+                                                    dtype=torch.float64))
+        with torch.no_grad():
+            target = _apply(teacher, z, t, None)
+        pred = _apply(net, z, t, None)
+        err = (pred - target.to(pred.dtype)).pow(2).reshape(batch_size, -1).mean(1)
+        loss = (process.loss_weight(t, weighting).to(err) * err).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    return losses
+
+
+class MomentMatching(Method):
+    """Moment Matching distillation of a Gaussian-diffusion teacher into a k-step student.
+
+    Args:
+        teacher: frozen denoiser T(z, t, cond=...) (a trained ``GaussianDenoiser`` or a ``GMMOracle``;
+            instant mode needs a parametric ``nn.Module``).
+        student: trainable G(z_t, t, cond=...) -> x~ (e.g. ``init_from_teacher(teacher)``).
+        aux: trainable denoiser A (alternating mode only).
+        process: the teacher's Gaussian process.
+        mode: ``"alternating"`` or ``"instant"``. k: the student's number of sampling steps.
+        s_min: s ~ U(s_min, 1). s_floor: lower clamp of s (default ``process.t_min``).
+        gap: ``"uniform"`` t = min(1, s + U(0, 1/k)) (spec default), ``"fixed"`` t = min(1, s + 1/k)
+            (for k = 1 always t = 1, the only time a 1-step sampler sees).
+        weighting, weight_max: w(s) = ``process.loss_weight(s, weighting)`` clamped at ``weight_max``.
+        lambda_reg: teacher pull of the auxiliary loss. eta: DDIM-eta of the posterior (training and
+            sampling). renoise_mode: ``"posterior"`` (default) or ``"fresh"``.
+        conditional: feed batch labels to all networks. num_classes: label count (null label = num_classes).
+        guidance: CFG scale w of the teacher (None: no guidance).
+        precond, precond_beta, precond_eps, precond_v: instant-mode Lambda (see ``mm_instant.Preconditioner``).
+        c: instant step scale, nu = -c Lambda g_A. jvp: ``forward`` | ``double_backward`` | ``finite_difference``.
+    """
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, aux: nn.Module | None = None, *,
+                 process: GaussianProcess, mode: Mode = "alternating", k: int = 4, s_min: float = 0.0,
+                 s_floor: float | None = None, gap: Gap = "uniform", weighting: Weighting = "edm",
+                 weight_max: float = 1e4, lambda_reg: float = 1.0, eta: float = 1.0,
+                 renoise_mode: Renoise = "posterior", conditional: bool = False, num_classes: int | None = None,
+                 guidance: float | None = None, precond: PrecondKind = "ema", precond_beta: float = 0.999,
+                 precond_eps: float = 1e-8, precond_v: Mapping[str, Tensor] | None = None, c: float = 1.0,
+                 jvp: JVPRoute = "forward") -> None:
+        super().__init__()
+        if mode not in ("alternating", "instant"):
+            raise ValueError(f"unknown MM mode {mode!r}")
+        if mode == "alternating" and aux is None:
+            raise ValueError("alternating MM needs an auxiliary network (aux)")
+        if int(k) != k or k < 1 or not 0.0 <= s_min < 1.0 or gap not in ("uniform", "fixed"):
+            raise ValueError(f"need an integer k >= 1, 0 <= s_min < 1 and a known gap, got {k}, {s_min}, {gap}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        if eta == 0.0 and renoise_mode == "posterior":
+            warnings.warn("eta = 0 (deterministic z_s) is reported incompatible with MM", stacklevel=2)
+        if guidance is not None and (not conditional or num_classes is None):
+            raise ValueError("guidance needs conditional=True and num_classes (the null label)")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.student, self.aux = student, (aux if mode == "alternating" else None)
+        self.process, self.mode, self.k, self.s_min, self.gap = process, mode, int(k), float(s_min), gap
+        self.s_floor = float(process.t_min if s_floor is None else s_floor)
+        self.weighting, self.weight_max, self.lambda_reg = weighting, float(weight_max), float(lambda_reg)
+        self.eta, self.renoise_mode = float(eta), renoise_mode
+        self.conditional, self.num_classes, self.guidance = conditional, num_classes, guidance
+        self.c, self.jvp = float(c), jvp
+        self.precond = Preconditioner(precond, beta=precond_beta, eps=precond_eps, v=precond_v)
+
+    # ------------------------------------------------------------------------------------------ roles
+    def trainable(self) -> dict[str, nn.Module]:
+        return {"student": self.student} if self.mode == "instant" else {"student": self.student, "aux": self.aux}
+
+    def frozen(self) -> dict[str, nn.Module]:
+        return {"teacher": self.teacher}
+
+    def phases(self) -> Sequence[Phase]:
+        if self.mode == "instant":
+            return (Phase("student", ("student",)),)
+        return (Phase("aux", ("aux",)), Phase("student", ("student",)))
+
+    def per_role_optim(self, lr: float | None = None) -> dict[str, dict]:
+        """``MM_OPTIM`` (plus ``lr``) for every trainable role, for ``Trainer(per_role_optim=...)``."""
+        extra = {} if lr is None else {"lr": lr}
+        return {role: {**MM_OPTIM, **extra} for role in self.trainable()}
+
+    # ------------------------------------------------------------------------------------ the pieces
+    def draw(self, x: Tensor, generator: torch.Generator, cond: Tensor | None = None) -> Draw:
+        """Times, forward-diffused data and re-noising noise for a batch of real data x [B, ...]."""
+        n, dev, f64 = x.shape[0], x.device, torch.float64
+        s = self.s_min + (1.0 - self.s_min) * rng.rand((n,), generator=generator, device=dev, dtype=f64)
+        s = s.clamp(self.s_floor, 1.0 - _MIN_GAP)
+        if self.gap == "uniform":
+            gap = (1.0 - rng.rand((n,), generator=generator, device=dev, dtype=f64)) / self.k  # in (0, 1/k]
+        else:
+            gap = torch.full((n,), 1.0 / self.k, dtype=f64, device=dev)
+        t = (s + gap.clamp_min(_MIN_GAP)).clamp(max=1.0)
+        eps = rng.randn(x.shape, generator=generator, device=dev, dtype=f64)
+        xi = rng.randn(x.shape, generator=generator, device=dev, dtype=f64)
+        return Draw(s=s, t=t, z_t=self.process.add_noise(x.double(), t, noise=eps), xi=xi, cond=cond)
+
+    def sample_x(self, student: nn.Module, d: Draw) -> Tensor:
+        """x~ = G(z_t, t, cond) (grad follows the ambient mode)."""
+        return _apply(student, d.z_t, d.t, d.cond)
+
+    def renoise(self, d: Draw, x_tilde: Tensor) -> Tensor:
+        """z_s from sg x~ (float64, no grad), with the draw's noise."""
+        return renoise(self.process, d.z_t, x_tilde, d.t, d.s, mode=self.renoise_mode, eta=self.eta, noise=d.xi)
+
+    def teacher_mean(self, teacher: nn.Module, z: Tensor, s: Tensor, cond: Tensor | None = None) -> Tensor:
+        """sg T_w(z, s, cond): the (guided) teacher prediction, no grad."""
+        with torch.no_grad():
+            return guided(lambda zz, ss, cc: _apply(teacher, zz, ss, cc), z, s, cond, self.guidance,
+                          self.num_classes)
+
+    def weight(self, s: Tensor) -> Tensor:
+        """w(s) [B] (float64)."""
+        return self.process.loss_weight(s, self.weighting, max_weight=self.weight_max).double()
+
+    # --------------------------------------------------------------------------------------- losses
+    def aux_loss(self, nets: Mapping[str, nn.Module], d: Draw) -> LossOutput:
+        """mean w(s) [||x~ - A(z_s)||^2 + lambda_reg ||x^ - A(z_s)||^2] (grad to the auxiliary only)."""
+        with torch.no_grad():
+            x_tilde = self.sample_x(nets["student"], d)
+        z_s = self.renoise(d, x_tilde)
+        x_hat = self.teacher_mean(nets["teacher"], z_s, d.s, d.cond)
+        a = _apply(nets["aux"], z_s, d.s, d.cond)
+        dt = _loss_dtype(a)
+        a, w = a.to(dt), self.weight(d.s).to(dt)
+        fit, pull = w * _sqnorm(x_tilde.to(dt) - a), w * _sqnorm(x_hat.to(dt) - a)
+        loss = (fit + self.lambda_reg * pull).mean()
+        return LossOutput(loss, {"aux_fit": fit.mean().detach(), "aux_pull": pull.mean().detach()})
+
+    def student_loss(self, nets: Mapping[str, nn.Module], d: Draw) -> LossOutput:
+        """mean w(s) <x~, sg(A(z_s) - x^)> (grad to the student only; its value is not a distance)."""
+        x_tilde = self.sample_x(nets["student"], d)
+        z_s = self.renoise(d, x_tilde)
+        x_hat = self.teacher_mean(nets["teacher"], z_s, d.s, d.cond)
+        with torch.no_grad():
+            a = _apply(nets["aux"], z_s, d.s, d.cond)
+        dt = _loss_dtype(x_tilde)
+        gap, w = (a.to(dt) - x_hat.to(dt)).detach(), self.weight(d.s).to(dt)
+        loss = (w * _dot(x_tilde.to(dt), gap)).mean()
+        return LossOutput(loss, {"moment_gap": (w * _sqnorm(gap)).mean()})
+
+    def instant_loss(self, nets: Mapping[str, nn.Module], da: Draw, db: Draw) -> LossOutput:
+        """(1/B) sum w <x~_B, sg delta>, delta = J_theta T(z_s^B) nu, nu = -c Lambda g_A (spec section 3).
+
+        Updates the EMA preconditioner with g_A (``precond="ema"``); teacher ``.grad`` stays None.
+        """
+        fn = TeacherFn(nets["teacher"], guidance=self.guidance, null_label=self.num_classes)
+        with torch.no_grad():
+            x_a = self.sample_x(nets["student"], da)
+        g_a = teacher_grad(fn, self.renoise(da, x_a), da.s, x_a, self.weight(da.s), da.cond)
+        self.precond.update(g_a)
+        nu = {name: -self.c * v for name, v in self.precond.apply(g_a).items()}
+        x_b = self.sample_x(nets["student"], db)
+        delta = teacher_jvp(fn, self.renoise(db, x_b), db.s, nu, db.cond, route=self.jvp)
+        dt = _loss_dtype(x_b)
+        w = self.weight(db.s).to(dt)
+        loss = (w * _dot(x_b.to(dt), delta.to(dt))).mean()
+        g_norm = sum(float(v.double().pow(2).sum()) for v in g_a.values()) ** 0.5
+        return LossOutput(loss, {"g_norm": torch.tensor(g_norm), "delta_rms": delta.double().pow(2).mean().sqrt()})
+
+    def loss(self, phase: str, batch: Batch, nets: Mapping[str, nn.Module],
+             generator: torch.Generator) -> LossOutput:
+        x = batch["x"]
+        cond = batch.get("label") if self.conditional else None
+        if self.mode == "instant":
+            if phase != "student" or x.shape[0] < 2:
+                raise ValueError("instant MM has one phase 'student' and needs a batch of >= 2 (split A | B)")
+            h = x.shape[0] // 2
+            ca, cb = (None, None) if cond is None else (cond[:h], cond[h:])
+            return self.instant_loss(nets, self.draw(x[:h], generator, ca), self.draw(x[h:], generator, cb))
+        d = self.draw(x, generator, cond)
+        if phase == "aux":
+            return self.aux_loss(nets, d)
+        if phase == "student":
+            return self.student_loss(nets, d)
+        raise ValueError(f"unknown MM phase {phase!r}")
+
+    # -------------------------------------------------------------------------------------- sampling
+    def generate(self, n: int, *, steps: int, nets: Mapping[str, nn.Module], generator: torch.Generator,
+                 cond: Tensor | None = None, shape: tuple[int, ...] | None = None,
+                 device: torch.device | str = "cpu", **options: object) -> Tensor:
+        """``n`` samples [n, *shape] float64 from the student's ``steps``-step sampler (train-time eta/renoise)."""
+        if shape is None:
+            raise ValueError("generate needs the sample shape (without batch dim)")
+        return sample_student(nets["student"], self.process, (n, *shape), steps=steps, generator=generator,
+                              device=device, eta=self.eta, renoise_mode=self.renoise_mode, cond=cond)
+
+    def config(self) -> dict:
+        cfg = {"mode": self.mode, "k": self.k, "s_min": self.s_min, "s_floor": self.s_floor, "gap": self.gap,
+               "weighting": self.weighting, "weight_max": self.weight_max, "lambda_reg": self.lambda_reg,
+               "eta": self.eta, "renoise": self.renoise_mode, "conditional": self.conditional,
+               "num_classes": self.num_classes, "guidance": self.guidance, "optim": dict(MM_OPTIM)}
+        if self.mode == "instant":
+            cfg |= {"precond": self.precond.kind, "precond_beta": self.precond.beta,
+                    "precond_eps": self.precond.eps, "c": self.c, "jvp": self.jvp}
+        return cfg
