@@ -2,5 +2,6 @@
 
 from fewstep.methods.base import Batch, LossOutput, Method, Phase
 from fewstep.methods.diffusion import GaussianDiffusion
+from fewstep.methods.mm import MM_OPTIM, MomentMatching
 
-__all__ = ["Batch", "GaussianDiffusion", "LossOutput", "Method", "Phase"]
+__all__ = ["MM_OPTIM", "Batch", "GaussianDiffusion", "LossOutput", "Method", "MomentMatching", "Phase"]

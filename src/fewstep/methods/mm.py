@@ -147,7 +147,7 @@ def regress_on_teacher(net: nn.Module, teacher: nn.Module, process: GaussianProc
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return losses
 
 

@@ -151,13 +151,13 @@ class Preconditioner:
             self.v[k] = self.beta * prev + (1 - self.beta) * gk.detach() ** 2
 
     def apply(self, g: Mapping[str, Tensor]) -> Params:
-        """Lambda g (no state change)."""
+        """Lambda g (no state change; differentiable in g, Lambda itself is constant)."""
         if self.kind == "identity":
-            return {k: gk.detach() for k, gk in g.items()}
+            return dict(g)
         if self.kind == "ema" and self.count == 0:
             raise RuntimeError("the EMA preconditioner needs at least one update before use")
         corr = 1.0 - self.beta**self.count if self.kind == "ema" else 1.0
-        return {k: gk.detach() / ((self.v[k].to(gk) / corr).sqrt() + self.eps) for k, gk in g.items()}
+        return {k: gk / ((self.v[k].to(gk) / corr).sqrt() + self.eps) for k, gk in g.items()}
 
     def state_dict(self) -> dict:
         return {"v": dict(self.v), "count": self.count}
