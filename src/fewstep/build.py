@@ -1,13 +1,19 @@
-"""The only place that turns configs into objects (data sources, processes, networks, methods, trainers)."""
+"""The only place that turns configs into objects (data sources, processes, networks, methods, trainers).
+
+Teachers and from-scratch methods: ``build_trainer(RunConfig)``. Distillation (``fewstep distill``):
+``distill_config`` / ``resolve_distill`` fill a ``DistillConfig`` from its teacher, ``build_distillation`` builds
+teacher, student, auxiliary and Trainer. ``load_trained`` rebuilds either kind of run for sampling.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fewstep.config import DataCfg, NetCfg, ProcessCfg, RunConfig, to_dict
+from fewstep.config import DataCfg, DiffusionCfg, DistillConfig, MMCfg, NetCfg, ProcessCfg, RunConfig, to_dict
 from fewstep.data.source import DataSource, SamplerSource, TensorSource
 from fewstep.denoisers.gaussian import GaussianDenoiser
 from fewstep.methods.diffusion import GaussianDiffusion
@@ -71,7 +77,7 @@ def build_net(cfg: NetCfg, shape: tuple[int, ...]) -> nn.Module:
     raise ValueError(f"unknown net kind {cfg.kind!r}")
 
 
-def build_denoiser(cfg: RunConfig, shape: tuple[int, ...]) -> GaussianDenoiser:
+def build_denoiser(cfg: RunConfig | DistillConfig, shape: tuple[int, ...]) -> GaussianDenoiser:
     return GaussianDenoiser(build_net(cfg.net, shape), build_process(cfg.process), cfg.net.parametrization)
 
 
@@ -108,11 +114,16 @@ def build_trainer(cfg: RunConfig, *, allow_config_change: bool = False, progress
 
 def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu"):
     """(config, method, nets) of a trained run: the method rebuilt from config.json, weights from the latest
-    checkpoint (EMA by default), networks in eval mode on ``device``."""
-    from fewstep.config import load_config
+    checkpoint (EMA by default), networks in eval mode on ``device``.
+
+    For a distillation run: (DistillConfig, DistilledStudent, {"student": net}); only the student is loaded
+    (the teacher is not needed to sample)."""
+    from fewstep.config import load_any_config
     from fewstep.train.checkpoint import find_weights, load_weights
 
-    cfg = load_config(run_dir)
+    cfg = load_any_config(run_dir)
+    if isinstance(cfg, DistillConfig):
+        return _load_distilled(run_dir, cfg, ema=ema, device=device)
     method = build_method(cfg, data_shape(cfg.data.name))
     nets = {}
     for role, module in method.trainable().items():
@@ -126,3 +137,207 @@ def data_shape(name: str) -> tuple[int, ...]:
     """Sample shape (without batch) of a dataset."""
     return {"gmm8d": (8,), "checkerboard2d": (2,), "spiral2d": (2,), "digits8x8": (1, 8, 8),
             "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28)}[name]
+
+
+
+# ------------------------------------------------------------------------------------------ distillation
+ORACLE = "oracle"
+REGRESSED_FILE = "teacher_regressed.safetensors"
+"""Where a distillation from the oracle caches the net regressed on it (in its run folder by default)."""
+DISTILL_METHODS = {"mm-alternating": "alternating", "mm-instant": "instant"}
+"""CLI / bench method names -> MMCfg.mode."""
+
+
+def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int = 4, preset: str | None = None,
+                   run_dir: str | None = None) -> DistillConfig:
+    """The default DistillConfig for ``teacher`` (a run folder or ``"oracle"``), unresolved.
+
+    data / process / net (and the default weighting) come from the teacher's config.json, or for the oracle
+    from ``preset`` (default ``gmm8d``: the net regressed on the oracle is that preset's teacher net).
+    """
+    from fewstep.presets import get_preset
+
+    if method not in DISTILL_METHODS:
+        raise ValueError(f"unknown distillation method {method!r}; choose one of {sorted(DISTILL_METHODS)}")
+    if teacher == ORACLE:
+        base = get_preset(preset or "gmm8d")
+        name = f"{base.data.name}-oracle"
+    else:
+        if preset is not None:
+            raise ValueError("--preset only applies to --teacher oracle (a trained teacher brings its config)")
+        teacher = str(Path(teacher))  # one spelling per folder: a re-run must compare equal
+        base, name = _teacher_config(teacher), Path(teacher).resolve().name
+    mode = DISTILL_METHODS[method]
+    return DistillConfig(teacher=teacher, data=base.data, process=base.process, net=base.net,
+                         method=MMCfg(mode=mode, steps=steps, weighting=None),
+                         run_dir=run_dir or f"runs/{name}-mm-{mode}-k{steps}")
+
+
+def _teacher_config(teacher: str) -> RunConfig:
+    from fewstep.config import load_any_config
+
+    if not (Path(teacher) / "config.json").is_file():
+        raise FileNotFoundError(f"no teacher run at {teacher}: pass a run folder written by 'fewstep train' "
+                                "(with config.json and checkpoints) or 'oracle'")
+    cfg = load_any_config(teacher)
+    if not isinstance(cfg, RunConfig):
+        raise ValueError(f"{teacher} is a distillation run, not a teacher: distill from a run of 'fewstep train'")
+    return cfg
+
+
+def resolve_distill(cfg: DistillConfig) -> DistillConfig:
+    """Validate a DistillConfig against its teacher and fill the defaults that come from it (weighting).
+
+    Raises ValueError (clear messages) for: the oracle on data other than gmm8d, data / process / net that
+    differ from a trained teacher's, a missing teacher run, bad steps, guidance without classes.
+    """
+    m = cfg.method
+    if int(m.steps) != m.steps or m.steps < 1:
+        raise ValueError(f"--steps must be a positive integer, got {m.steps}")
+    if cfg.teacher == ORACLE:
+        if cfg.data.name != "gmm8d":
+            raise ValueError(f"the exact oracle teacher exists only for gmm8d, not {cfg.data.name}: use --preset "
+                             "gmm8d, or distill from a trained teacher (--teacher RUN_DIR)")
+        weighting = DiffusionCfg().weighting  # the library teacher's default training weight
+    else:
+        tcfg = _teacher_config(cfg.teacher)
+        for part in ("data", "process", "net"):
+            if getattr(cfg, part) != getattr(tcfg, part):
+                raise ValueError(f"{part} differs from the teacher's ({cfg.teacher}/config.json): a student copies "
+                                 "its teacher, so data, process and net come from the teacher")
+        weighting = tcfg.method.weighting
+    if m.guidance is not None and cfg.net.num_classes <= 0:
+        raise ValueError("--method.guidance needs a class-conditional teacher (net.num_classes > 0)")
+    if m.weighting is None:
+        cfg = replace(cfg, method=replace(m, weighting=weighting))
+    return cfg
+
+
+def _distill_device(cfg: DistillConfig) -> torch.device:
+    device = resolve_device(cfg.train.device)
+    if cfg.teacher == ORACLE and cfg.method.mode == "alternating" and device.type != "cpu":
+        if cfg.train.device != "auto":
+            raise ValueError("the gmm8d oracle teacher runs on the CPU only: use --train.device cpu")
+        device = torch.device("cpu")
+    return device
+
+
+def oracle_net(cfg: DistillConfig, cache: str | Path | None = None) -> tuple[GaussianDenoiser, float]:
+    """The teacher-preset net regressed on the gmm8d oracle (``regress_on_teacher``), and the seconds that took.
+
+    Cached as safetensors at ``cache`` (default ``run_dir/teacher_regressed.safetensors``) with the settings
+    in its metadata; a cache made with other settings is redone. Runs on the CPU.
+    """
+    import json
+    import time
+
+    from fewstep.data.source import seeded
+    from fewstep.data.toys import GMMOracle, make_gmm8d
+    from fewstep.methods.mm import regress_on_teacher
+    from fewstep.train.checkpoint import load_weights, save_weights
+
+    cfg = resolve_distill(cfg)
+    m = cfg.method
+    path = Path(cache) if cache is not None else Path(cfg.run_dir) / REGRESSED_FILE
+    key = json.dumps({"net": to_dict(cfg.net), "process": to_dict(cfg.process), "steps": m.oracle_regress_steps,
+                      "batch": m.oracle_regress_batch, "lr": m.oracle_regress_lr, "weighting": m.weighting,
+                      "seed": cfg.train.seed}, sort_keys=True)
+    net = seeded_init(lambda: build_denoiser(cfg, data_shape(cfg.data.name)), cfg.train.seed)
+    if path.is_file():
+        state, meta = load_weights(path)
+        if meta.get("regress") == key:
+            net.load_state_dict(state)
+            return net, float(meta.get("regress_seconds", "0"))
+    gmm, process = make_gmm8d(), net.process
+    t0 = time.perf_counter()
+    losses = regress_on_teacher(net, GMMOracle(gmm, process.schedule), process,
+                                lambda n, g: gmm.sample(n, generator=g), steps=m.oracle_regress_steps,
+                                generator=seeded(cfg.train.seed, 0x0AC1E), batch_size=m.oracle_regress_batch,
+                                lr=m.oracle_regress_lr, weighting=m.weighting)
+    secs = time.perf_counter() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tail = losses[-min(len(losses), 100):] or [float("nan")]
+    save_weights(path, net.state_dict(), metadata={"regress": key, "regress_seconds": str(secs),
+                                                   "final_loss": str(sum(tail) / len(tail))})
+    return net, secs
+
+
+def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False, progress: bool = True,
+                       data: DataSource | None = None, regress_cache: str | Path | None = None):
+    """A ready-to-fit Trainer distilling ``cfg.teacher`` into a ``cfg.method.steps``-step student.
+
+    Teacher: the EMA weights of a trained run (``load_trained``), or the gmm8d ``GMMOracle``. Student and
+    auxiliary: copies of the teacher denoiser (``init_from_teacher``); for the oracle, copies of the net regressed
+    on it (``oracle_net``, cached at ``regress_cache``), which is also the teacher of instant MM (it needs a
+    parametric teacher). Optimiser from ``cfg.train`` (its defaults are ``MM_OPTIM``; ``method.aux_lr`` overrides
+    the auxiliary's LR); the resolved config is the run's config.json.
+    """
+    from fewstep.methods.mm import MomentMatching, init_from_teacher
+    from fewstep.train.trainer import Trainer
+
+    cfg = resolve_distill(cfg)
+    m, t = cfg.method, cfg.train
+    device = _distill_device(cfg)
+    data = build_data(cfg.data) if data is None else data
+    process = build_process(cfg.process)
+    if cfg.teacher == ORACLE:
+        from fewstep.data.toys import GMMOracle, make_gmm8d
+
+        base, _ = oracle_net(cfg, regress_cache)
+        teacher: nn.Module = base if m.mode == "instant" else GMMOracle(make_gmm8d(), process.schedule)
+    else:
+        tcfg, _, tnets = load_trained(cfg.teacher, ema=True)
+        if not isinstance(tcfg, RunConfig) or "model" not in tnets:
+            raise ValueError(f"{cfg.teacher} is not a diffusion teacher run (written by 'fewstep train')")
+        teacher = base = tnets["model"]
+        process = base.process
+    classes = cfg.net.num_classes
+    method = MomentMatching(
+        teacher, init_from_teacher(base), init_from_teacher(base) if m.mode == "alternating" else None,
+        process=process, mode=m.mode, k=m.steps, s_min=m.s_min, gap=m.gap, weighting=m.weighting,
+        weight_max=m.weight_max, lambda_reg=m.lambda_reg, eta=m.eta, renoise_mode=m.renoise,
+        conditional=classes > 0, num_classes=classes or None, guidance=m.guidance, precond=m.precond,
+        precond_beta=m.precond_beta, c=m.c, jvp=m.jvp)
+    per_role = {"aux": {"lr": m.aux_lr}} if m.aux_lr is not None and m.mode == "alternating" else None
+    return Trainer(
+        method, data, run_dir=Path(cfg.run_dir), seed=t.seed, total_nimg=t.total_nimg, batch_size=t.batch_size,
+        lr=t.lr, optimizer=t.optimizer, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
+        warmup_nimg=t.warmup_nimg, lr_decay=t.lr_decay, lr_final_ratio=t.lr_final_ratio, grad_clip=t.grad_clip,
+        precision=t.precision, ema_halflife_nimg=t.ema_halflife_nimg, ckpt_every_nimg=t.ckpt_every_nimg,
+        log_every_nimg=t.log_every_nimg, device=str(device), config=to_dict(cfg),
+        allow_config_change=allow_config_change, max_seconds=t.max_seconds, progress=progress,
+        per_role_optim=per_role)
+
+
+class DistilledStudent:
+    """The sampling side of a distilled k-step student (``load_trained`` of a distillation run).
+
+    ``generate`` runs the student's ancestral k-step sampler (``sample_student``) with the training eta and
+    re-noising rule; ``k`` is the step count it was trained for (other step counts are allowed).
+    """
+
+    sampler = "student"
+
+    def __init__(self, process, *, k: int, eta: float, renoise_mode: str) -> None:
+        self.process, self.k, self.eta, self.renoise_mode = process, k, eta, renoise_mode
+
+    def generate(self, n: int, *, steps: int, nets, generator: torch.Generator, cond=None,
+                 shape: tuple[int, ...] | None = None, device: torch.device | str = "cpu", **options: object):
+        """``n`` samples [n, *shape] (float64); teacher-sampler options (sampler, grid) are ignored."""
+        from fewstep.samplers.student import sample_student
+
+        if shape is None:
+            raise ValueError("generate needs the sample shape (without batch dim)")
+        return sample_student(nets["student"], self.process, (n, *shape), steps=steps, generator=generator,
+                              device=device, eta=self.eta, renoise_mode=self.renoise_mode, cond=cond)
+
+
+def _load_distilled(run_dir: str | Path, cfg: DistillConfig, *, ema: bool, device: str):
+    from fewstep.train.checkpoint import find_weights, load_weights
+
+    student = build_denoiser(cfg, data_shape(cfg.data.name))
+    state, _ = load_weights(find_weights(run_dir, "student", ema=ema))
+    student.load_state_dict(state)
+    m = cfg.method
+    sampler = DistilledStudent(student.process, k=m.steps, eta=m.eta, renoise_mode=m.renoise)
+    return cfg, sampler, {"student": student.to(device).eval().requires_grad_(False)}

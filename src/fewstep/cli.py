@@ -1,9 +1,10 @@
-"""``fewstep`` command line: train | sample | eval | bench | report | demo | info.
+"""``fewstep`` command line: train | distill | sample | eval | bench | report | demo | info.
 
 Every command's flags come from typed dataclasses through tyro (``fewstep CMD --help``). ``train`` takes a
 ``--preset NAME`` (``fewstep info`` lists them) whose fields any flag overrides, ``--config RUN/config.json``
 to reload a run, and ``--dry-run`` to print the resolved config and exit. Re-running the same command
 resumes from the run's latest checkpoint; a changed config is refused unless ``--allow-config-change``.
+``distill`` works the same way on a ``DistillConfig`` (``--method``, ``--teacher``, ``--steps`` pick its defaults).
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import tyro
 
-USAGE = """usage: fewstep {train,sample,eval,bench,report,demo,info} [--help]
+USAGE = """usage: fewstep {train,distill,sample,eval,bench,report,demo,info} [--help]
 
   train   train a model from a preset (fewstep train --preset toy2d-checkerboard --dry-run)
-  sample  draw samples from a trained run at several step counts
+  distill distill a teacher into a k-step student (fewstep distill --method mm-alternating --teacher RUN|oracle
+          --steps 4 --dry-run)
+  sample  draw samples from a trained (or distilled) run at several step counts
   eval    metrics of saved samples against a dataset
   bench   run a benchmark suite (toy, digits) and write results.jsonl, report.md, figures
   report  re-derive report.md and figures from a results.jsonl
@@ -81,14 +84,84 @@ def _jsonable(v: object) -> bool:
         return False
 
 
+def cmd_distill(argv: list[str]) -> int:
+    from fewstep.build import DISTILL_METHODS, distill_config, resolve_distill
+    from fewstep.config import DistillConfig, load_any_config, to_dict
+    from fewstep.presets import quick_distill
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ("--method", "--teacher", "--preset", "--config"):
+        pre.add_argument(flag, default=None)
+    pre.add_argument("--steps", default=None)
+    for flag in ("--dry-run", "--quick", "--allow-config-change"):
+        pre.add_argument(flag, action="store_true")
+    known, rest = pre.parse_known_args(argv)
+    steps = None
+    if known.steps is not None:
+        steps = _parse_steps(known.steps)
+        if len(steps) != 1:
+            raise SystemExit(f"error: distill trains one student per --steps K, got {known.steps!r}")
+    help_only = any(a in ("-h", "--help") for a in rest)
+    try:
+        if known.config:
+            if known.preset or known.quick:
+                raise ValueError("--preset and --quick pick the defaults of a new run; --config reloads one as saved")
+            base = load_any_config(known.config)
+            if not isinstance(base, DistillConfig):
+                raise ValueError(f"{known.config} is not a distillation run (use 'fewstep train --config')")
+            m = base.method
+            if known.method:
+                if known.method not in DISTILL_METHODS:
+                    raise ValueError(f"unknown --method {known.method!r}; choose one of {sorted(DISTILL_METHODS)}")
+                m = replace(m, mode=DISTILL_METHODS[known.method])
+            base = replace(base, teacher=known.teacher or base.teacher,
+                           method=replace(m, steps=steps[0] if steps else m.steps))
+        elif known.teacher or not help_only:
+            if not known.teacher:
+                raise ValueError("pass --teacher RUN_DIR (a run written by 'fewstep train') or --teacher oracle")
+            base = distill_config(known.teacher, method=known.method or "mm-alternating",
+                                  steps=steps[0] if steps else 4, preset=known.preset)
+            if known.quick:
+                base = replace(quick_distill(base), run_dir=base.run_dir + "-quick")
+        else:
+            base = DistillConfig()
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    desc = ("Distill a teacher into a k-step student. Extra flags: --method " + "|".join(DISTILL_METHODS) +
+            ", --teacher RUN_DIR|oracle, --steps K, --preset NAME (oracle only; default gmm8d), --config "
+            "RUN/config.json, --quick (seconds; numbers meaningless), --dry-run, --allow-config-change. "
+            "Re-running the same command resumes.")
+    cfg = tyro.cli(DistillConfig, default=base, args=rest, prog="fewstep distill", description=desc)
+    try:
+        cfg = resolve_distill(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    if known.dry_run:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    from fewstep.build import build_distillation
+    from fewstep.train.trainer import ConfigMismatchError
+
+    try:
+        trainer = build_distillation(cfg, allow_config_change=known.allow_config_change)
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as e:
+        raise SystemExit(f"error: {e}") from None
+    try:
+        summary = trainer.fit()
+    except ConfigMismatchError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(json.dumps({"run_dir": cfg.run_dir, **{k: v for k, v in summary.items() if _jsonable(v)}}))
+    return 0
+
+
 @dataclass(frozen=True)
 class SampleArgs:
     """Draw samples from a trained run; writes OUT/samples_<steps>.safetensors and .png per step count."""
 
     run: str
     """Run folder written by 'fewstep train'."""
-    steps: str = "1,2,4,8,16,64"
-    """Comma-separated step counts."""
+    steps: str | None = None
+    """Comma-separated step counts (default 1,2,4,8,16,64; for a distilled student its own k)."""
     sampler: Literal["ancestral", "ddim", "euler", "heun"] = "ancestral"
     grid: Literal["uniform", "edm", "logsnr"] = "uniform"
     n: int = 1024
@@ -116,17 +189,23 @@ def cmd_sample(argv: list[str]) -> int:
         cfg, method, nets = load_trained(a.run, ema=a.ema, device=str(device))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
+    student_k = getattr(method, "k", None) if getattr(method, "sampler", None) == "student" else None
+    steps = _parse_steps(a.steps or (str(student_k) if student_k else "1,2,4,8,16,64"))
+    sampler = "student" if student_k else a.sampler
+    if student_k and any(k != student_k for k in steps):
+        print(f"note: this student was distilled for {student_k} steps; other step counts run its sampler on a "
+              "grid it was not trained for", file=sys.stderr)
     out = Path(a.out) if a.out else Path(a.run) / "samples"
     out.mkdir(parents=True, exist_ok=True)
-    for k in _parse_steps(a.steps):
+    for k in steps:
         t0 = time.perf_counter()
         x = method.generate(a.n, steps=k, nets=nets, generator=seeded(a.seed, k), sampler=a.sampler,
                             grid=a.grid, shape=data_shape(cfg.data.name), device=device)
         dt = time.perf_counter() - t0
         path = out / f"samples_{k}.safetensors"
         save_file({"x": x.float().cpu().contiguous()}, str(path),
-                  metadata={"steps": str(k), "sampler": a.sampler, "seed": str(a.seed), "run": a.run})
-        save_samples(x.cpu(), out / f"samples_{k}.png", title=f"{cfg.data.name}: {a.sampler}, {k} steps")
+                  metadata={"steps": str(k), "sampler": sampler, "seed": str(a.seed), "run": a.run})
+        save_samples(x.cpu(), out / f"samples_{k}.png", title=f"{cfg.data.name}: {sampler}, {k} steps")
         print(f"steps={k}: {a.n} samples in {dt:.2f}s -> {path}")
     return 0
 
@@ -267,8 +346,8 @@ def cmd_info(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench, "report": cmd_report,
-            "demo": cmd_demo, "info": cmd_info}
+COMMANDS = {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
+            "report": cmd_report, "demo": cmd_demo, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

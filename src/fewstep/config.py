@@ -3,6 +3,11 @@
 A run is described by one :class:`RunConfig`; presets (``presets.py``) are RunConfigs overridden by
 command-line flags (``fewstep train --preset NAME --train.lr 3e-4``); the resolved config is saved to
 ``run_dir/config.json`` and into every checkpoint's metadata.
+
+A distillation run (``fewstep distill``) is described by a :class:`DistillConfig`: the teacher (a run folder
+or ``"oracle"``), the teacher's data / process / net (which also describe the student), a distillation
+method dataclass (today :class:`MMCfg`; later methods join the ``DistillMethodCfg`` union) and a
+:class:`TrainCfg` with distillation defaults (``DISTILL_TRAIN``). ``load_any_config`` reads either kind.
 """
 
 from __future__ import annotations
@@ -122,6 +127,78 @@ class RunConfig:
     """Output folder; re-running the same command resumes from its latest checkpoint."""
 
 
+Weighting = Literal["flat", "snr", "v", "velocity", "max_snr_1", "edm", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class MMCfg:
+    """Moment Matching distillation (spec/continuous.md sections 2-3; ``fewstep.methods.mm.MomentMatching``)."""
+
+    name: Literal["mm"] = "mm"
+    mode: Literal["alternating", "instant"] = "alternating"
+    """alternating: student + auxiliary denoiser, 1:1 phases; instant: no auxiliary, parameter-space JVP
+    through the teacher (needs a parametric teacher: with the oracle, the net regressed on it)."""
+    steps: int = 4
+    """k: the student's number of sampling steps (one student per k)."""
+    weighting: Weighting | None = None
+    """Time weight w(s) (clamped at weight_max); None: the teacher's training weighting."""
+    s_min: float = 0.0
+    """s ~ U(s_min, 1); t = min(1, s + gap)."""
+    gap: Literal["uniform", "fixed"] = "uniform"
+    """t - s: U(0, 1/k] (spec default) or exactly 1/k."""
+    weight_max: float = 1e4
+    lambda_reg: float = 1.0
+    """Teacher pull of the auxiliary loss."""
+    eta: float = 1.0
+    """DDIM-eta of the posterior re-noising, in training and in the student sampler (1: exact posterior)."""
+    renoise: Literal["posterior", "fresh"] = "posterior"
+    """z_s from the conditional posterior q(z_s | x~, z_t) or fresh noise (the ablation)."""
+    guidance: float | None = None
+    """Classifier-free guidance scale of the teacher (class-conditional teachers only; None: none)."""
+    aux_lr: float | None = None
+    """Learning rate of the auxiliary network (alternating); None: train.lr."""
+    precond: Literal["ema", "identity"] = "ema"
+    """Instant mode: diagonal preconditioner Lambda (online EMA of g_A^2, or identity)."""
+    precond_beta: float = 0.999
+    c: float = 1.0
+    """Instant mode: step scale, nu = -c Lambda g_A."""
+    jvp: Literal["forward", "double_backward", "finite_difference"] = "forward"
+    """Instant mode: how J_theta T nu is computed."""
+    oracle_regress_steps: int = 10_000
+    """Oracle teacher only: Adam steps regressing the net on the oracle before distilling (cached in the run)."""
+    oracle_regress_batch: int = 512
+    oracle_regress_lr: float = 1e-3
+
+
+DistillMethodCfg = MMCfg
+"""The distillation methods (a union once there is more than one)."""
+
+DISTILL_TRAIN = TrainCfg(total_nimg=512_000, batch_size=512, lr=1e-4, optimizer="adam", betas=(0.0, 0.99),
+                         eps=1e-12, warmup_nimg=51_200, lr_decay="linear", lr_final_ratio=0.0, grad_clip=1.0,
+                         precision="fp32", ema_halflife_nimg=0, ckpt_every_nimg=256_000, log_every_nimg=51_200)
+"""Distillation defaults: 1000 iterations at batch 512 (the toy prototype plateaued after 400-1000), the MM
+optimiser (Adam, betas (0, 0.99), eps 1e-12 = ``methods.mm.MM_OPTIM``), clip 1, lr 1e-4 with 100 warm-up
+iterations then linear decay, no student EMA, fp32."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Everything needed to reproduce a distillation run (``fewstep distill``)."""
+
+    teacher: str = "oracle"
+    """Teacher: a run folder written by 'fewstep train' (its EMA weights), or 'oracle' (exact gmm8d denoiser)."""
+    data: DataCfg = field(default_factory=lambda: DataCfg(name="gmm8d"))
+    """The teacher's data (filled in from the teacher's config.json; for the oracle from --preset)."""
+    process: ProcessCfg = field(default_factory=ProcessCfg)
+    """The teacher's process (as data)."""
+    net: NetCfg = field(default_factory=NetCfg)
+    """The teacher's net, which student and auxiliary copy; for the oracle, the net regressed on it."""
+    method: DistillMethodCfg = field(default_factory=MMCfg)
+    train: TrainCfg = field(default_factory=lambda: DISTILL_TRAIN)
+    run_dir: str = "runs/gmm8d-oracle-mm-alternating-k4"
+    """Output folder; re-running the same command resumes from its latest checkpoint."""
+
+
 def to_dict(cfg: Any) -> dict:
     """A JSON-able dict of a (nested) config dataclass."""
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -149,11 +226,30 @@ def _dataclass_type(cls: type, name: str) -> type | None:
     return type(default) if dataclasses.is_dataclass(default) else None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a RunConfig from ``config.json`` (a file or a run folder)."""
+def _read_config(path: str | Path) -> tuple[Path, dict]:
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
     if not p.exists():
-        raise FileNotFoundError(f"no config at {p}: pass a run folder written by 'fewstep train' or its config.json")
-    return from_dict(RunConfig, json.loads(p.read_text()))
+        raise FileNotFoundError(f"no config at {p}: pass a run folder written by 'fewstep train' (or "
+                                "'fewstep distill') or its config.json")
+    return p, json.loads(p.read_text())
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a RunConfig from ``config.json`` (a file or a run folder)."""
+    p, d = _read_config(path)
+    if is_distill_dict(d):
+        raise ValueError(f"{p} belongs to a distillation run: reload it with 'fewstep distill --config {p}'")
+    return from_dict(RunConfig, d)
+
+
+def is_distill_dict(d: dict) -> bool:
+    """Whether a config dict is a :class:`DistillConfig` (it names a teacher)."""
+    return "teacher" in d
+
+
+def load_any_config(path: str | Path) -> RunConfig | DistillConfig:
+    """Read a RunConfig or a DistillConfig from ``config.json`` (a file or a run folder)."""
+    _, d = _read_config(path)
+    return from_dict(DistillConfig, d) if is_distill_dict(d) else from_dict(RunConfig, d)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fewstep.config import DataCfg, DiffusionCfg, NetCfg, ProcessCfg, RunConfig, TrainCfg
+from fewstep.config import DataCfg, DiffusionCfg, DistillConfig, NetCfg, ProcessCfg, RunConfig, TrainCfg
 
 _TOY_TRAIN = TrainCfg(total_nimg=2_000_000, batch_size=512, lr=1e-3, warmup_nimg=50_000, lr_decay="cosine",
                       ema_halflife_nimg=50_000, ckpt_every_nimg=1_000_000, log_every_nimg=250_000)
@@ -66,3 +66,11 @@ def quick(cfg: RunConfig) -> RunConfig:
     t = replace(cfg.train, total_nimg=min(cfg.train.total_nimg, 30_000), warmup_nimg=0,
                 ema_halflife_nimg=2_000, ckpt_every_nimg=15_000, log_every_nimg=10_000)
     return replace(cfg, train=t)
+
+
+def quick_distill(cfg: DistillConfig) -> DistillConfig:
+    """Shrink a distillation so it takes seconds (``fewstep distill --quick``, bench --quick, tests)."""
+    t = replace(cfg.train, total_nimg=min(cfg.train.total_nimg, 8_192), warmup_nimg=min(cfg.train.warmup_nimg, 1_024),
+                ckpt_every_nimg=4_096, log_every_nimg=2_048)
+    m = replace(cfg.method, oracle_regress_steps=min(cfg.method.oracle_regress_steps, 100))
+    return replace(cfg, train=t, method=m)

@@ -7,20 +7,13 @@ from dataclasses import replace
 
 from fewstep.bench.runner import BenchContext, ModelEntry, register
 from fewstep.build import data_shape
+from fewstep.config import RunConfig
 from fewstep.presets import BENCH_PRESETS, get_preset, quick
 from fewstep.samplers.gaussian import nfe as sampler_nfe
 
 
-def trained_teacher(ctx: BenchContext):
-    """Train (or resume / reuse) the dataset's teacher preset; cached as ``ctx.cache["teacher"]``.
-
-    Returns:
-        (method, nets, train_seconds): nets holds the EMA denoiser under ``model`` in eval mode.
-    """
-    if "teacher" in ctx.cache:
-        return ctx.cache["teacher"]
-    from fewstep.build import build_trainer
-
+def teacher_config(ctx: BenchContext) -> RunConfig:
+    """The resolved RunConfig of the dataset's teacher (preset, train_scale, --quick, run folder, device)."""
     opts = ctx.options
     preset = dict(opts.teacher_presets).get(ctx.dataset, BENCH_PRESETS[ctx.dataset])
     cfg = get_preset(preset)
@@ -35,8 +28,21 @@ def trained_teacher(ctx: BenchContext):
     name = f"{preset}-teacher" + ("-quick" if opts.quick else "")
     if opts.train_scale != 1.0:
         name += f"-x{opts.train_scale:g}"
-    cfg = replace(cfg, run_dir=str(ctx.runs_dir / name), train=replace(cfg.train, device=str(ctx.device)))
-    trainer = build_trainer(cfg, progress=False)
+    return replace(cfg, run_dir=str(ctx.runs_dir / name), train=replace(cfg.train, device=str(ctx.device)))
+
+
+def trained_teacher(ctx: BenchContext):
+    """Train (or resume / reuse) the dataset's teacher preset (``teacher_config``); cached as
+    ``ctx.cache["teacher"]``.
+
+    Returns:
+        (method, nets, train_seconds): nets holds the EMA denoiser under ``model`` in eval mode.
+    """
+    if "teacher" in ctx.cache:
+        return ctx.cache["teacher"]
+    from fewstep.build import build_trainer
+
+    trainer = build_trainer(teacher_config(ctx), progress=False)
     summary = trainer.fit()
     nets = {k: v.eval().requires_grad_(False) for k, v in trainer.ema.items()}
     ctx.cache["teacher"] = (trainer.method, nets, float(summary["train_seconds"]))

@@ -172,7 +172,8 @@ def evaluate_entry(ev: DatasetEval, entry: ModelEntry, ctx: BenchContext, base: 
         if r == 0 and figure_dir is not None:
             from fewstep.bench.plots import save_samples
 
-            label = entry.method if entry.method not in ("teacher", "oracle") else f"{entry.method}-{entry.sampler}"
+            label = f"{entry.method}-{entry.sampler}" if entry.method in ("teacher", "oracle") else \
+                f"{entry.method}-{entry.teacher}" if entry.teacher else entry.method
             save_samples(x, figure_dir / f"samples_{ev.name}_{label}_{entry.steps}.png",
                          title=f"{ev.name}: {label}, {entry.steps} steps")
     row = {**base, "method": entry.method, "process": entry.process, "teacher": entry.teacher,
@@ -196,6 +197,7 @@ def data_rows(ev: DatasetEval, ctx: BenchContext, base: dict) -> list[dict]:
 def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list[dict]:
     """Run a suite end to end; returns all rows (also written to OUT/results.jsonl)."""
     import fewstep.bench.providers  # noqa: F401  (registers the built-in providers)
+    import fewstep.bench.providers_mm  # noqa: F401  (mm-alternating, mm-instant)
     from fewstep.bench.report import write_report
     from fewstep.build import resolve_device
 

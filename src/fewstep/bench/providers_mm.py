@@ -1,0 +1,81 @@
+"""Bench providers of Moment Matching distillation: ``mm-alternating`` and ``mm-instant``.
+
+For every k in ``--steps`` a k-step student is distilled (``build_distillation``) from the dataset's trained
+teacher (``trained_teacher``; rows tagged ``teacher="trained"``) and, on ``gmm8d``, also from the exact oracle
+(``teacher="oracle"``; student and auxiliary start from one net regressed on the oracle, cached once per runs
+folder). Runs live under ``ctx.runs_dir`` and are resumed or reused like the teacher's; ``--quick`` shrinks
+them (``quick_distill``) and ``train_scale`` multiplies their length. Each student is sampled with its own
+k-step sampler (``sampler="student"``, ``nfe = k``); ``train_seconds`` is the distillation's wall time (the
+oracle regression time is the extra field ``init_seconds``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+from fewstep.bench.providers import teacher_config, trained_teacher
+from fewstep.bench.runner import BenchContext, ModelEntry, register
+from fewstep.build import ORACLE, build_distillation, data_shape, distill_config, oracle_net
+from fewstep.config import DistillConfig
+from fewstep.presets import quick_distill
+
+
+def mm_config(ctx: BenchContext, method: str, k: int, teacher: str) -> DistillConfig:
+    """The DistillConfig of one bench student (``teacher``: ``"trained"`` or ``"oracle"``)."""
+    opts = ctx.options
+    if teacher == "trained":
+        run = teacher_config(ctx).run_dir
+        cfg, name = distill_config(run, method=method, steps=k), Path(run).name
+    else:
+        cfg = distill_config(ORACLE, method=method, steps=k)
+        name = "gmm8d-oracle" + ("-quick" if opts.quick else "")
+        if opts.train_scale != 1.0:
+            name += f"-x{opts.train_scale:g}"
+    if opts.train_scale != 1.0:
+        t = cfg.train
+        cfg = replace(cfg, train=replace(t, total_nimg=max(t.batch_size, int(t.total_nimg * opts.train_scale)),
+                                         warmup_nimg=int(t.warmup_nimg * opts.train_scale),
+                                         ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * opts.train_scale))))
+    if opts.quick:
+        cfg = quick_distill(cfg)
+    return replace(cfg, run_dir=str(ctx.runs_dir / f"{name}-{method}-k{k}"),
+                   train=replace(cfg.train, device=str(ctx.device)))
+
+
+def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:
+    cfg = mm_config(ctx, method, k, teacher)
+    extra, cache = {}, None
+    if teacher == "oracle":
+        cache = ctx.runs_dir / f"gmm8d-oracle-regressed{'-quick' if ctx.options.quick else ''}.safetensors"
+        _, extra["init_seconds"] = oracle_net(cfg, cache)
+        if cfg.method.mode == "alternating":  # the oracle itself runs on the CPU only
+            cfg = replace(cfg, train=replace(cfg.train, device="cpu"))
+    trainer = build_distillation(cfg, progress=False, regress_cache=cache)
+    summary = trainer.fit()
+    student = trainer.ema["student"].eval().requires_grad_(False)
+    sampler, shape, device = trainer.method, data_shape(ctx.dataset), trainer.device
+
+    def generate(n, g):
+        return sampler.generate(n, steps=k, nets={"student": student}, generator=g, shape=shape, device=device)
+
+    return ModelEntry(method=method, sampler="student", steps=k, nfe=k, generate=generate, teacher=teacher,
+                      train_seconds=float(summary["train_seconds"]), extra=extra)
+
+
+def _provider(method: str):
+    def provide(ctx: BenchContext) -> Iterator[ModelEntry]:
+        teachers = ("trained", "oracle") if ctx.dataset == "gmm8d" else ("trained",)
+        for teacher in teachers:
+            if teacher == "trained":
+                trained_teacher(ctx)  # train (or reuse) it first: the distillation loads its run folder
+            for k in ctx.options.steps:
+                yield _entry(ctx, method, k, teacher)
+
+    provide.__doc__ = f"{method}: one distilled student per k in --steps, from the trained teacher and the oracle."
+    return provide
+
+
+register("mm-alternating")(_provider("mm-alternating"))
+register("mm-instant")(_provider("mm-instant"))
