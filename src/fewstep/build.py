@@ -144,6 +144,8 @@ def data_shape(name: str) -> tuple[int, ...]:
 ORACLE = "oracle"
 REGRESSED_FILE = "teacher_regressed.safetensors"
 """Where a distillation from the oracle caches the net regressed on it (in its run folder by default)."""
+WARMSTART_FILE = "student_warmstart.safetensors"
+"""Where a distillation caches its warm-started student (``method.warm_start_steps`` > 0; in its run folder)."""
 DISTILL_METHODS = {"mm-alternating": "alternating", "mm-instant": "instant"}
 """CLI / bench method names -> MMCfg.mode."""
 
@@ -188,6 +190,8 @@ def _teacher_config(teacher: str) -> RunConfig:
 def resolve_distill(cfg: DistillConfig) -> DistillConfig:
     """Validate a DistillConfig against its teacher and fill the defaults that come from it (weighting).
 
+    Also resolves ``warm_start_steps=None`` (auto) to ``auto_warm_start_steps(steps)``.
+
     Raises ValueError (clear messages) for: the oracle on data other than gmm8d, data / process / net that
     differ from a trained teacher's, a missing teacher run, bad steps, guidance without classes.
     """
@@ -209,8 +213,15 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
     if m.guidance is not None and cfg.net.num_classes <= 0:
         raise ValueError("--method.guidance needs a class-conditional teacher (net.num_classes > 0)")
     if m.weighting is None:
-        cfg = replace(cfg, method=replace(m, weighting=weighting))
-    return cfg
+        m = replace(m, weighting=weighting)
+    if m.warm_start_steps is None:
+        from fewstep.methods.mm_warmstart import auto_warm_start_steps
+
+        m = replace(m, warm_start_steps=auto_warm_start_steps(m.steps))
+    if m.warm_start_steps < 0 or m.warm_start_teacher_steps < 1 or m.warm_start_pool < 0:
+        raise ValueError("--method.warm-start-steps must be >= 0, warm-start-teacher-steps >= 1 and "
+                         "warm-start-pool >= 0 (0: fresh targets every step)")
+    return replace(cfg, method=m)
 
 
 def _distill_device(cfg: DistillConfig) -> torch.device:
@@ -262,6 +273,81 @@ def oracle_net(cfg: DistillConfig, cache: str | Path | None = None) -> tuple[Gau
     return net, secs
 
 
+def _state_digest(net: nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, v in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _data_fn(data: DataSource, seed: int, conditional: bool):
+    """``(n, generator) -> x`` (or ``(x, labels)``) drawing a random window of ``data`` (for the warm start)."""
+    def draw(n: int, g: torch.Generator):
+        b = data.batch(int(torch.randint(0, 2**40, (1,), generator=g)), n, seed=seed)
+        return (b["x"], b.get("label")) if conditional else b["x"]
+    return draw
+
+
+def warm_start(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, process: GaussianProcess,
+               data: DataSource, device: torch.device, teacher_key: str) -> float:
+    """Warm-start ``student`` in place (``methods.mm_warmstart.warm_start_student``) and return the seconds.
+
+    Cached at ``run_dir/student_warmstart.safetensors`` with its settings, the teacher and a digest of the
+    student's initial weights in the metadata; a cache made otherwise is redone. Deterministic: every draw
+    comes from a generator seeded by ``train.seed``, so a redone warm start gives the same weights. Skipped
+    when the run has a checkpoint but no cache (resuming replaces the student's weights) or when
+    ``method.warm_start_steps`` is 0.
+    """
+    import json
+    import time
+
+    from fewstep.data.source import seeded
+    from fewstep.methods.mm_warmstart import warm_start_student
+    from fewstep.train.checkpoint import latest_dir, load_weights, save_weights
+
+    m = cfg.method
+    if not m.warm_start_steps:
+        return 0.0
+    path = Path(cfg.run_dir) / WARMSTART_FILE
+    key = json.dumps({"k": m.steps, "steps": m.warm_start_steps, "teacher_steps": m.warm_start_teacher_steps,
+                      "times": m.warm_start_times, "batch": m.warm_start_batch, "lr": m.warm_start_lr,
+                      "pool": m.warm_start_pool, "guidance": m.guidance, "teacher": teacher_key,
+                      "init": _state_digest(student), "seed": cfg.train.seed}, sort_keys=True)
+    if path.is_file():
+        state, meta = load_weights(path)
+        if meta.get("warm_start") == key:
+            student.load_state_dict(state)
+            return float(meta.get("warm_start_seconds", "0"))
+    if latest_dir(cfg.run_dir) is not None:
+        return 0.0  # the run resumes from a checkpoint, which replaces the student's initial weights
+    classes = cfg.net.num_classes
+    draw = _data_fn(data, cfg.train.seed, classes > 0)
+
+    def sample_data(n: int, g: torch.Generator):
+        out = draw(n, g)
+        return tuple(None if v is None else v.to(device) for v in out) if isinstance(out, tuple) else out.to(device)
+
+    student.to(device)
+    teacher.to(device)
+    t0 = time.perf_counter()
+    losses = warm_start_student(student, teacher, process, sample_data, k=m.steps, steps=m.warm_start_steps,
+                                generator=seeded(cfg.train.seed, 0x3A5E), batch=m.warm_start_batch,
+                                teacher_steps=m.warm_start_teacher_steps, lr=m.warm_start_lr,
+                                times=m.warm_start_times, pool=m.warm_start_pool or None, guidance=m.guidance,
+                                num_classes=classes or None)
+    secs = time.perf_counter() - t0
+    student.cpu()
+    teacher.cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tail = losses[-min(len(losses), 50):]
+    save_weights(path, student.state_dict(), metadata={"warm_start": key, "warm_start_seconds": str(secs),
+                                                       "final_loss": str(sum(tail) / len(tail))})
+    return secs
+
+
 def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False, progress: bool = True,
                        data: DataSource | None = None, regress_cache: str | Path | None = None):
     """A ready-to-fit Trainer distilling ``cfg.teacher`` into a ``cfg.method.steps``-step student.
@@ -269,8 +355,10 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
     Teacher: the EMA weights of a trained run (``load_trained``), or the gmm8d ``GMMOracle``. Student and
     auxiliary: copies of the teacher denoiser (``init_from_teacher``); for the oracle, copies of the net regressed
     on it (``oracle_net``, cached at ``regress_cache``), which is also the teacher of instant MM (it needs a
-    parametric teacher). Optimiser from ``cfg.train`` (its defaults are ``MM_OPTIM``; ``method.aux_lr`` overrides
-    the auxiliary's LR); the resolved config is the run's config.json.
+    parametric teacher). With ``method.warm_start_steps`` > 0 (auto: k <= 2) the student is then warm-started
+    on the teacher's DDIM endpoints (``warm_start``, cached in the run folder) before MM; its seconds are the
+    trainer's ``warm_start_seconds`` attribute. Optimiser from ``cfg.train`` (its defaults are ``MM_OPTIM``;
+    ``method.aux_lr`` overrides the auxiliary's LR); the resolved config is the run's config.json.
     """
     from fewstep.methods.mm import MomentMatching, init_from_teacher
     from fewstep.train.trainer import Trainer
@@ -292,14 +380,18 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
         teacher = base = tnets["model"]
         process = base.process
     classes = cfg.net.num_classes
+    student = init_from_teacher(base)
+    oracle_teacher = cfg.teacher == ORACLE and m.mode == "alternating"
+    warm_secs = warm_start(cfg, student, teacher, process, data, device,
+                           teacher_key=ORACLE if oracle_teacher else _state_digest(base))
     method = MomentMatching(
-        teacher, init_from_teacher(base), init_from_teacher(base) if m.mode == "alternating" else None,
+        teacher, student, init_from_teacher(base) if m.mode == "alternating" else None,
         process=process, mode=m.mode, k=m.steps, s_min=m.s_min, gap=m.gap, weighting=m.weighting,
         weight_max=m.weight_max, lambda_reg=m.lambda_reg, eta=m.eta, renoise_mode=m.renoise,
         conditional=classes > 0, num_classes=classes or None, guidance=m.guidance, precond=m.precond,
         precond_beta=m.precond_beta, c=m.c, jvp=m.jvp)
     per_role = {"aux": {"lr": m.aux_lr}} if m.aux_lr is not None and m.mode == "alternating" else None
-    return Trainer(
+    trainer = Trainer(
         method, data, run_dir=Path(cfg.run_dir), seed=t.seed, total_nimg=t.total_nimg, batch_size=t.batch_size,
         lr=t.lr, optimizer=t.optimizer, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
         warmup_nimg=t.warmup_nimg, lr_decay=t.lr_decay, lr_final_ratio=t.lr_final_ratio, grad_clip=t.grad_clip,
@@ -307,6 +399,8 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
         log_every_nimg=t.log_every_nimg, device=str(device), config=to_dict(cfg),
         allow_config_change=allow_config_change, max_seconds=t.max_seconds, progress=progress,
         per_role_optim=per_role)
+    trainer.warm_start_seconds = warm_secs  # not part of train_seconds (like the oracle regression)
+    return trainer
 
 
 class DistilledStudent:

@@ -164,6 +164,19 @@ class MMCfg:
     """Instant mode: step scale, nu = -c Lambda g_A."""
     jvp: Literal["forward", "double_backward", "finite_difference"] = "forward"
     """Instant mode: how J_theta T nu is computed."""
+    warm_start_steps: int | None = None
+    """Teacher-ODE warm start of the student before MM (``methods.mm_warmstart``): Adam steps regressing
+    G(z_t, t) onto the teacher's DDIM endpoint from z_t at the student's grid times; breaks the t = 1 saddle
+    that collapses k = 1 (spec section 8). None (auto): 500 for k <= 2, 0 (off) for k >= 3. Cached in the run."""
+    warm_start_teacher_steps: int = 32
+    """DDIM steps of the warm-start targets."""
+    warm_start_times: Literal["mixed", "grid", "uniform"] = "mixed"
+    """Warm-start times: the k-step sampler's grid (1, 1 - 1/k, ...), t ~ U(0, 1] (the flow map at every t MM
+    trains on), or each with probability 1/2 (mixed)."""
+    warm_start_batch: int = 512
+    warm_start_lr: float = 3e-4
+    warm_start_pool: int = 16_384
+    """(z_t, target) pairs computed once and reused (0: fresh pairs every step)."""
     oracle_regress_steps: int = 10_000
     """Oracle teacher only: Adam steps regressing the net on the oracle before distilling (cached in the run)."""
     oracle_regress_batch: int = 512

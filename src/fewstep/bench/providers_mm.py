@@ -6,7 +6,8 @@ teacher (``trained_teacher``; rows tagged ``teacher="trained"``) and, on ``gmm8d
 folder). Runs live under ``ctx.runs_dir`` and are resumed or reused like the teacher's; ``--quick`` shrinks
 them (``quick_distill``) and ``train_scale`` multiplies their length. Each student is sampled with its own
 k-step sampler (``sampler="student"``, ``nfe = k``); ``train_seconds`` is the distillation's wall time (the
-oracle regression time is the extra field ``init_seconds``).
+oracle regression time is the extra field ``init_seconds``, the student's warm start (k <= 2 by default)
+``warm_start_seconds``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:
             cfg = replace(cfg, train=replace(cfg.train, device="cpu"))
     trainer = build_distillation(cfg, progress=False, regress_cache=cache)
     summary = trainer.fit()
+    extra["warm_start_seconds"] = float(getattr(trainer, "warm_start_seconds", 0.0))
     student = trainer.ema["student"].eval().requires_grad_(False)
     sampler, shape, device = trainer.method, data_shape(ctx.dataset), trainer.device
 
