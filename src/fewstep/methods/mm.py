@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from fewstep import rng
+from fewstep.denoisers.call import call_denoiser
 from fewstep.methods.base import Batch, LossOutput, Method, Phase
 from fewstep.methods.mm_instant import (
     JVPRoute,
@@ -84,20 +85,6 @@ class Draw:
     z_t: Tensor
     xi: Tensor
     cond: Tensor | None = None
-
-
-def _in_dtype(net: nn.Module) -> torch.dtype:
-    dt = getattr(net, "input_dtype", None)
-    if dt is not None:
-        return dt
-    p = next(iter(net.parameters()), None)
-    return p.dtype if p is not None and p.is_floating_point() else torch.float32
-
-
-def _apply(net: nn.Module, z: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
-    """net(z, t, cond=...) with z, t cast to the net's input dtype."""
-    dt = _in_dtype(net)
-    return net(z.to(dt), t.to(dt), **({} if cond is None else {"cond": cond}))
 
 
 def _loss_dtype(x: Tensor) -> torch.dtype:
@@ -140,8 +127,8 @@ def regress_on_teacher(net: nn.Module, teacher: nn.Module, process: GaussianProc
         z = process.add_noise(x, t, noise=rng.randn(x.shape, generator=generator, device=x.device,
                                                     dtype=torch.float64))
         with torch.no_grad():
-            target = _apply(teacher, z, t, None)
-        pred = _apply(net, z, t, None)
+            target = call_denoiser(teacher, z, t, None)
+        pred = call_denoiser(net, z, t, None)
         err = (pred - target.to(pred.dtype)).pow(2).reshape(batch_size, -1).mean(1)
         loss = (process.loss_weight(t, weighting).to(err) * err).mean()
         opt.zero_grad(set_to_none=True)
@@ -238,7 +225,7 @@ class MomentMatching(Method):
 
     def sample_x(self, student: nn.Module, d: Draw) -> Tensor:
         """x~ = G(z_t, t, cond) (grad follows the ambient mode)."""
-        return _apply(student, d.z_t, d.t, d.cond)
+        return call_denoiser(student, d.z_t, d.t, d.cond)
 
     def renoise(self, d: Draw, x_tilde: Tensor) -> Tensor:
         """z_s from sg x~ (float64, no grad), with the draw's noise."""
@@ -247,7 +234,7 @@ class MomentMatching(Method):
     def teacher_mean(self, teacher: nn.Module, z: Tensor, s: Tensor, cond: Tensor | None = None) -> Tensor:
         """sg T_w(z, s, cond): the (guided) teacher prediction, no grad."""
         with torch.no_grad():
-            return guided(lambda zz, ss, cc: _apply(teacher, zz, ss, cc), z, s, cond, self.guidance,
+            return guided(lambda zz, ss, cc: call_denoiser(teacher, zz, ss, cc), z, s, cond, self.guidance,
                           self.num_classes)
 
     def weight(self, s: Tensor) -> Tensor:
@@ -261,7 +248,7 @@ class MomentMatching(Method):
             x_tilde = self.sample_x(nets["student"], d)
         z_s = self.renoise(d, x_tilde)
         x_hat = self.teacher_mean(nets["teacher"], z_s, d.s, d.cond)
-        a = _apply(nets["aux"], z_s, d.s, d.cond)
+        a = call_denoiser(nets["aux"], z_s, d.s, d.cond)
         dt = _loss_dtype(a)
         a, w = a.to(dt), self.weight(d.s).to(dt)
         fit, pull = w * _sqnorm(x_tilde.to(dt) - a), w * _sqnorm(x_hat.to(dt) - a)
@@ -274,7 +261,7 @@ class MomentMatching(Method):
         z_s = self.renoise(d, x_tilde)
         x_hat = self.teacher_mean(nets["teacher"], z_s, d.s, d.cond)
         with torch.no_grad():
-            a = _apply(nets["aux"], z_s, d.s, d.cond)
+            a = call_denoiser(nets["aux"], z_s, d.s, d.cond)
         dt = _loss_dtype(x_tilde)
         gap, w = (a.to(dt) - x_hat.to(dt)).detach(), self.weight(d.s).to(dt)
         loss = (w * _dot(x_tilde.to(dt), gap)).mean()

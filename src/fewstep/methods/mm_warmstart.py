@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from fewstep import rng
+from fewstep.denoisers.call import call_denoiser
 from fewstep.methods.mm_instant import guided
 from fewstep.processes.gaussian import GaussianProcess
 
@@ -58,19 +59,6 @@ DataFn = Callable[[int, torch.Generator], "Tensor | tuple[Tensor, Tensor | None]
 def auto_warm_start_steps(k: int) -> int:
     """The default number of warm-start steps for a k-step student: ``AUTO_WARM_START_STEPS`` for k <= 2, else 0."""
     return AUTO_WARM_START_STEPS if k <= 2 else 0
-
-
-def _in_dtype(net: nn.Module) -> torch.dtype:
-    dt = getattr(net, "input_dtype", None)
-    if dt is not None:
-        return dt
-    p = next(iter(net.parameters()), None)
-    return p.dtype if p is not None and p.is_floating_point() else torch.float32
-
-
-def _call(net: nn.Module, z: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
-    dt = _in_dtype(net)
-    return net(z.to(dt), t.to(dt), **({} if cond is None else {"cond": cond}))
 
 
 def ddim_endpoint(teacher: nn.Module, process: GaussianProcess, z_t: Tensor, t: Tensor, *, steps: int,
@@ -88,7 +76,7 @@ def ddim_endpoint(teacher: nn.Module, process: GaussianProcess, z_t: Tensor, t: 
     with torch.no_grad():
         for j in range(steps):
             tj, sj = t * (1.0 - j / steps), t * (1.0 - (j + 1) / steps)
-            x0 = guided(lambda zz, ss, cc: _call(teacher, zz, ss, cc), z, tj, cond, guidance,
+            x0 = guided(lambda zz, ss, cc: call_denoiser(teacher, zz, ss, cc), z, tj, cond, guidance,
                         num_classes).double()
             if j == steps - 1:
                 return x0
@@ -174,7 +162,7 @@ def warm_start_student(student: nn.Module, teacher: nn.Module, process: Gaussian
             z, t, y, c = (None if v is None else v[idx] for v in data)
         else:
             z, t, y, c = make(batch)
-        pred = _call(student, z, t, c)
+        pred = call_denoiser(student, z, t, c)
         loss = (pred - y.to(pred.dtype)).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
