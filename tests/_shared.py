@@ -22,3 +22,16 @@ def gmm2d() -> GMM:
         dtype=F64,
     )
     return GMM(weights, means, covs)
+
+
+def train_mm(m, nets: dict, opts: dict, draw_x, iters: int, g: torch.Generator) -> None:
+    """Plain MM loop for tests: each iteration draws x = draw_x(g) and runs every phase with its optimizer
+    (clip-norm 1), like the Trainer but without checkpoints."""
+    for _ in range(iters):
+        x = draw_x(g)
+        for phase in m.phases():
+            (role,) = phase.trains
+            opts[role].zero_grad()
+            m.loss(phase.name, {"x": x}, nets, g).loss.backward()
+            torch.nn.utils.clip_grad_norm_(nets[role].parameters(), 1.0)
+            opts[role].step()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from _shared import F64, gen
+from _shared import F64, gen, train_mm
 from fewstep.data.source import SamplerSource
 from fewstep.data.toys import GMM, GMMOracle, make_gmm8d
 from fewstep.denoisers.gaussian import GaussianDenoiser
@@ -226,15 +226,7 @@ def test_toy_training_converges() -> None:
     opts = {"aux": torch.optim.Adam(aux.parameters(), lr=0.05, betas=MM_OPTIM["betas"], eps=MM_OPTIM["eps"]),
             "student": torch.optim.Adam(student.parameters(), lr=0.02, betas=MM_OPTIM["betas"],
                                         eps=MM_OPTIM["eps"])}
-    g = gen(4)
-    for _ in range(300):
-        x = MU + TAU * torch.randn(1024, 1, generator=g, dtype=F64)
-        for phase in m.phases():
-            (role,) = phase.trains
-            opts[role].zero_grad()
-            m.loss(phase.name, {"x": x}, nets, g).loss.backward()
-            torch.nn.utils.clip_grad_norm_(nets[role].parameters(), 1.0)
-            opts[role].step()
+    train_mm(m, nets, opts, lambda g: MU + TAU * torch.randn(1024, 1, generator=g, dtype=F64), 300, gen(4))
     a, b = float(student.a.detach()), float(student.b.detach())
     assert abs(abs(a) - TAU) < 0.1 and abs(b - MU) < 0.1, (a, b)
 

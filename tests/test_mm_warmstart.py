@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from _shared import F64, gen, gmm2d
+from _shared import F64, gen, gmm2d, train_mm
 from fewstep.cli import main
 from fewstep.data.toys import GMM, GMMOracle
 from fewstep.denoisers.gaussian import GaussianDenoiser
@@ -110,14 +110,7 @@ def _mm(student, aux, oracle, iters: int, seed: int) -> None:
     opts = {r: torch.optim.Adam(nets[r].parameters(), lr=1e-4, betas=MM_OPTIM["betas"], eps=MM_OPTIM["eps"])
             for r in ("aux", "student")}
     g = gen(seed)
-    for _ in range(iters):
-        x = oracle.gmm.sample(256, generator=g)
-        for phase in m.phases():
-            (role,) = phase.trains
-            opts[role].zero_grad()
-            m.loss(phase.name, {"x": x}, nets, g).loss.backward()
-            torch.nn.utils.clip_grad_norm_(nets[role].parameters(), 1.0)
-            opts[role].step()
+    train_mm(m, nets, opts, lambda g: oracle.gmm.sample(256, generator=g), iters, g)
 
 
 def test_warm_start_breaks_the_k1_saddle() -> None:

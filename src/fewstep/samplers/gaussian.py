@@ -39,14 +39,30 @@ def ddim_eta(denoiser: Callable[..., Tensor], process: GaussianProcess, z: Tenso
     Returns:
         x0 samples [B, ...] float64 (N network evaluations).
     """
+    def step(z: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        return process.posterior_step(z, x0, t, s, generator=generator, eta=eta)
+
+    return chain(denoiser, z, grid, step, cond)
+
+
+def chain(net: Callable[..., Tensor], z: Tensor, grid: Tensor, step: Callable[..., Tensor],
+          cond: Tensor | None = None) -> Tensor:
+    """The loop shared by x0-chains: x = net(z, t_i); at t_{i+1} = 0 return x, else z = step(z, x, t_i, t_{i+1}).
+
+    Args:
+        net: denoiser or student. z: [B, ...] state at grid[0]. grid: [N + 1] decreasing to 0.
+        step: ``step(z, x, t [B], s [B]) -> z_s`` (a posterior / re-noising step), float64.
+    Returns:
+        the final x [B, ...] float64 (N evaluations of ``net``).
+    """
     check_grid(grid)
     z = z.double()
     ts = grid.tolist()
     for t, s in zip(ts[:-1], ts[1:]):
-        x0 = _call(denoiser, z, t, cond)
+        x = _call(net, z, t, cond)
         if s == 0.0:
-            return x0
-        z = process.posterior_step(z, x0, _row(t, z), _row(s, z), generator=generator, eta=eta)
+            return x
+        z = step(z, x, _row(t, z), _row(s, z))
     raise AssertionError("unreachable: grid ends at 0")
 
 

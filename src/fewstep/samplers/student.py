@@ -27,7 +27,7 @@ from torch import Tensor
 from fewstep import rng
 from fewstep.processes.base import bcast
 from fewstep.processes.gaussian import GaussianProcess
-from fewstep.samplers.gaussian import _call, _row
+from fewstep.samplers.gaussian import chain
 from fewstep.samplers.grids import check_grid, uniform_grid
 
 Renoise = Literal["posterior", "fresh"]
@@ -82,15 +82,10 @@ def multistep(student: Callable[..., Tensor], process: GaussianProcess, z: Tenso
     Returns:
         samples [B, ...] float64 (N student evaluations).
     """
-    check_grid(grid)
-    z = z.double()
-    ts = grid.tolist()
-    for t, s in zip(ts[:-1], ts[1:]):
-        x_tilde = _call(student, z, t, cond)
-        if s == 0.0:
-            return x_tilde
-        z = renoise(process, z, x_tilde, _row(t, z), _row(s, z), mode=renoise_mode, eta=eta, generator=generator)
-    raise AssertionError("unreachable: grid ends at 0")
+    def step(z: Tensor, x_tilde: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        return renoise(process, z, x_tilde, t, s, mode=renoise_mode, eta=eta, generator=generator)
+
+    return chain(student, z, grid, step, cond)
 
 
 def sample_student(student: Callable[..., Tensor], process: GaussianProcess, shape: tuple[int, ...], *,
