@@ -26,7 +26,7 @@ USAGE = """usage: fewstep {train,distill,sample,eval,bench,report,demo,info} [--
           --steps 4 --dry-run)
   sample  draw samples from a trained (or distilled) run at several step counts
   eval    metrics of saved samples against a dataset
-  bench   run a benchmark suite (toy, digits) and write results.jsonl, report.md, figures
+  bench   run a benchmark suite (toy, digits, mnist) and write results.jsonl, report.md, figures
   report  re-derive report.md and figures from a results.jsonl
   demo    train small models on built-in data and write an illustrated report (~10 min on 2 CPU cores)
   info    version, presets, devices
@@ -242,7 +242,7 @@ def cmd_eval(argv: list[str]) -> int:
 class BenchArgs:
     """Run a benchmark suite (spec/benchmarks.md)."""
 
-    suite: tyro.conf.Positional[Literal["toy", "digits"]]
+    suite: tyro.conf.Positional[Literal["toy", "digits", "mnist"]]
     """Suite name."""
     methods: str = "teacher,oracle"
     steps: str = "1,2,4,8"
@@ -262,6 +262,15 @@ class BenchArgs:
     """Override teacher presets, e.g. 'digits8x8=digits-unet' (comma-separated dataset=preset pairs)."""
     train_scale: float = 1.0
     """Multiply the teacher presets' training length."""
+    distill_scale: float | None = None
+    """Multiply the distillations' length (default: --train-scale)."""
+    distill_set: str | None = None
+    """MM option overrides for the distilled students, e.g. 'renoise=fresh' or 'weighting=flat,aux_lr=3e-4'
+    (comma-separated field=value; values are JSON or bare words). The run folders are named after them."""
+    distill_seed: int | None = None
+    """Training seed of the distilled students (default: the config's)."""
+    n_samples: int | None = None
+    """Generated samples per repeat (default: the suite's)."""
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -273,7 +282,8 @@ def cmd_bench(argv: list[str]) -> int:
         teacher_nfe=_parse_steps(a.teacher_nfe), samplers=tuple(a.samplers.split(",")), quick=a.quick,
         device=a.device, out=a.out, seed=a.seed, repeats=a.repeats,
         datasets=tuple(a.datasets.split(",")) if a.datasets else None, runs_dir=a.runs_dir,
-        teacher_presets=_pairs(a.teacher_preset), train_scale=a.train_scale,
+        teacher_presets=_pairs(a.teacher_preset), train_scale=a.train_scale, distill_scale=a.distill_scale,
+        distill_set=_pairs(a.distill_set, "field=value"), distill_seed=a.distill_seed, n_samples=a.n_samples,
         command="fewstep bench " + shlex.join(argv))
     try:
         run_bench(with_defaults(opts))
@@ -282,13 +292,13 @@ def cmd_bench(argv: list[str]) -> int:
     return 0
 
 
-def _pairs(text: str | None) -> tuple[tuple[str, str], ...]:
+def _pairs(text: str | None, what: str = "dataset=preset") -> tuple[tuple[str, str], ...]:
     if not text:
         return ()
     try:
         return tuple((k, v) for k, v in (p.split("=") for p in text.split(",")))
     except ValueError:
-        raise SystemExit(f"error: expected dataset=preset pairs, got {text!r}") from None
+        raise SystemExit(f"error: expected {what} pairs, got {text!r}") from None
 
 
 @dataclass(frozen=True)

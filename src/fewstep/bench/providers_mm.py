@@ -7,11 +7,15 @@ folder). Runs live under ``ctx.runs_dir`` and are resumed or reused like the tea
 them (``quick_distill``) and ``train_scale`` multiplies their length. Each student is sampled with its own
 k-step sampler (``sampler="student"``, ``nfe = k``); ``train_seconds`` is the distillation's wall time (the
 oracle regression time is the extra field ``init_seconds``, the student's warm start (k <= 2 by default)
-``warm_start_seconds``).
+``warm_start_seconds``). On CUDA the distillations train under bf16 autocast (``DISTILL_TRAIN`` is fp32 for
+the CPU). ``distill_scale``, ``distill_set`` and ``distill_seed`` change the students (and name their run
+folders), e.g. for the posterior-vs-fresh re-noising ablation.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +23,7 @@ from pathlib import Path
 from fewstep.bench.providers import teacher_config, trained_teacher
 from fewstep.bench.runner import BenchContext, ModelEntry, register
 from fewstep.build import ORACLE, build_distillation, data_shape, distill_config, oracle_net
-from fewstep.config import DistillConfig
+from fewstep.config import DistillConfig, MMCfg
 from fewstep.presets import quick_distill
 
 
@@ -34,15 +38,40 @@ def mm_config(ctx: BenchContext, method: str, k: int, teacher: str) -> DistillCo
         name = "gmm8d-oracle" + ("-quick" if opts.quick else "")
         if opts.train_scale != 1.0:
             name += f"-x{opts.train_scale:g}"
-    if opts.train_scale != 1.0:
+    scale = opts.train_scale if opts.distill_scale is None else opts.distill_scale
+    if scale != 1.0:
         t = cfg.train
-        cfg = replace(cfg, train=replace(t, total_nimg=max(t.batch_size, int(t.total_nimg * opts.train_scale)),
-                                         warmup_nimg=int(t.warmup_nimg * opts.train_scale),
-                                         ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * opts.train_scale))))
+        cfg = replace(cfg, train=replace(t, total_nimg=max(t.batch_size, int(t.total_nimg * scale)),
+                                         warmup_nimg=int(t.warmup_nimg * scale),
+                                         ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * scale))))
+        if opts.distill_scale is not None:
+            name += f"-d{scale:g}"
+    if opts.distill_set:
+        cfg = replace(cfg, method=replace(cfg.method, **_overrides(opts.distill_set)))
+        name += "-" + "-".join(f"{k}={v}" for k, v in _overrides(opts.distill_set).items())
+    if opts.distill_seed is not None:
+        cfg = replace(cfg, train=replace(cfg.train, seed=opts.distill_seed))
+        name += f"-seed{opts.distill_seed}"
     if opts.quick:
         cfg = quick_distill(cfg)
+    precision = "bf16" if ctx.device.type == "cuda" else cfg.train.precision  # bf16 autocast on GPUs
     return replace(cfg, run_dir=str(ctx.runs_dir / f"{name}-{method}-k{k}"),
-                   train=replace(cfg.train, device=str(ctx.device)))
+                   train=replace(cfg.train, device=str(ctx.device), precision=precision))
+
+
+def _overrides(pairs: tuple[tuple[str, str], ...]) -> dict:
+    """``(field, JSON value)`` pairs -> MMCfg overrides; unknown fields or bad JSON are a clear error."""
+    fields = {f.name for f in dataclasses.fields(MMCfg)}
+    out = {}
+    for k, v in pairs:
+        if k not in fields or k in ("name", "mode", "steps"):
+            raise ValueError(f"--distill-set: {k!r} is not a settable MM option; choose from "
+                             f"{sorted(fields - {'name', 'mode', 'steps'})}")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v  # a bare word, e.g. renoise=fresh
+    return out
 
 
 def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:
@@ -56,6 +85,9 @@ def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:
     trainer = build_distillation(cfg, progress=False, regress_cache=cache)
     summary = trainer.fit()
     extra["warm_start_seconds"] = float(getattr(trainer, "warm_start_seconds", 0.0))
+    extra["distill_seed"] = cfg.train.seed
+    if ctx.options.distill_set:
+        extra["distill_options"] = _overrides(ctx.options.distill_set)
     student = trainer.ema["student"].eval().requires_grad_(False)
     sampler, shape, device = trainer.method, data_shape(ctx.dataset), trainer.device
 

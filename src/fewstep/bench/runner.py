@@ -55,6 +55,14 @@ class BenchOptions:
     """(dataset, preset) pairs overriding the default teacher preset of a dataset."""
     train_scale: float = 1.0
     """Multiplies every preset's training length (the demo uses a fraction)."""
+    distill_scale: float | None = None
+    """Multiplies the distillations' length (None: ``train_scale``)."""
+    distill_set: tuple[tuple[str, str], ...] = ()
+    """(field, JSON value) overrides of the distillation method config (e.g. ``("renoise", '"fresh"')``)."""
+    distill_seed: int | None = None
+    """Training seed of the distillations (None: the default config's)."""
+    n_samples: int | None = None
+    """Generated samples per repeat (None: the suite's default)."""
     command: str = ""
 
 
@@ -220,7 +228,7 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     results = out / "results.jsonl"
     results.write_text("")
     for dataset in datasets:
-        ev = make_eval(dataset, n_samples=_quick_n(dataset) if opts.quick else None)
+        ev = make_eval(dataset, n_samples=_quick_n(dataset) if opts.quick else opts.n_samples)
         ctx = BenchContext(options=opts, dataset=dataset, device=device, runs_dir=runs_dir)
         new = data_rows(ev, ctx, {**base, "dataset": dataset})
         _append(results, new)

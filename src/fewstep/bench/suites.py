@@ -112,6 +112,47 @@ class DigitsEval(DatasetEval):
                 "class_entropy": class_entropy(probs), "confidence": confidence(probs)}
 
 
+class MnistEval(DatasetEval):
+    """fd_lenet (Frechet distance in a LeNet's 128-d features), class entropy and confidence on MNIST 28x28.
+
+    The LeNet trains on the 60k training images (cached, ``metrics.classifier.lenet_classifier``). Each repeat
+    compares ``n_samples`` generated images with the 10k test images; the ``data`` rows compare ``n_samples``
+    training images (a different slice per repeat) with them. Data come from ``$FEWSTEP_DATA`` / ``./data``
+    (``scripts/get_resources.sh`` obtains them).
+    """
+
+    name = "mnist"
+    shape = (1, 28, 28)
+    primary = "fd_lenet"
+    metrics = (MetricSpec("fd_lenet", True), MetricSpec("class_entropy", False), MetricSpec("confidence", False))
+
+    def __init__(self, root: str | None = None, cache_dir: str | None = None, n_samples: int = 5000) -> None:
+        import torch
+
+        from fewstep.data.images import load_mnist
+        from fewstep.metrics.classifier import lenet_classifier
+
+        self.train_x, train_y = load_mnist(root, "train")
+        test_x, test_y = load_mnist(root, "test")
+        self.n_samples = n_samples
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        self.classifier = lenet_classifier(self.train_x, train_y, test_x, test_y, cache_dir, device=dev)
+        self._ref_feats = self.classifier(test_x)
+
+    def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
+        start = (repeat * n) % max(1, self.train_x.shape[0] - n + 1)
+        return self.train_x[start:start + n]
+
+    def evaluate(self, x: Tensor, repeat: int, seed: int) -> dict[str, float]:
+        from fewstep.metrics.classifier import class_entropy, confidence
+        from fewstep.metrics.fid import frechet_distance
+
+        x = x.float().clamp(-1, 1)
+        probs = self.classifier.probs(x)
+        return {"fd_lenet": frechet_distance(self.classifier(x), self._ref_feats),
+                "class_entropy": class_entropy(probs), "confidence": confidence(probs)}
+
+
 def make_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | None = None) -> DatasetEval:
     """The evaluator of a benchmark dataset."""
     from fewstep.data import toys
@@ -127,6 +168,8 @@ def make_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | No
         ev = ToyEval("spiral2d", (2,), toys.spiral_sample, toys.spiral_inside)
     elif dataset == "digits8x8":
         ev = DigitsEval(cache_dir)
+    elif dataset == "mnist":
+        ev = MnistEval(cache_dir=cache_dir)
     else:
         raise ValueError(f"no benchmark evaluator for dataset {dataset!r}")
     if n_samples is not None:
@@ -139,5 +182,6 @@ def make_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | No
 SUITES: dict[str, tuple[str, ...]] = {
     "toy": ("gmm8d", "checkerboard2d", "spiral2d"),
     "digits": ("digits8x8",),
+    "mnist": ("mnist",),
 }
 """Datasets of each suite."""
