@@ -358,7 +358,8 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
     parametric teacher). With ``method.warm_start_steps`` > 0 (auto: k <= 2) the student is then warm-started
     on the teacher's DDIM endpoints (``warm_start``, cached in the run folder) before MM; its seconds are the
     trainer's ``warm_start_seconds`` attribute. Optimiser from ``cfg.train`` (its defaults are ``MM_OPTIM``;
-    ``method.aux_lr`` overrides the auxiliary's LR); the resolved config is the run's config.json.
+    the auxiliary's LR is ``method.aux_lr`` or ``aux_lr_mult`` x the student's); the resolved config is the
+    run's config.json.
     """
     from fewstep.methods.mm import MomentMatching, init_from_teacher
     from fewstep.train.trainer import Trainer
@@ -390,7 +391,8 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
         weight_max=m.weight_max, lambda_reg=m.lambda_reg, eta=m.eta, renoise_mode=m.renoise,
         conditional=classes > 0, num_classes=classes or None, guidance=m.guidance, precond=m.precond,
         precond_beta=m.precond_beta, c=m.c, jvp=m.jvp)
-    per_role = {"aux": {"lr": m.aux_lr}} if m.aux_lr is not None and m.mode == "alternating" else None
+    aux_lr = m.aux_lr if m.aux_lr is not None else m.aux_lr_mult * t.lr
+    per_role = {"aux": {"lr": aux_lr}} if m.mode == "alternating" else None
     trainer = Trainer(
         method, data, run_dir=Path(cfg.run_dir), seed=t.seed, total_nimg=t.total_nimg, batch_size=t.batch_size,
         lr=t.lr, optimizer=t.optimizer, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,

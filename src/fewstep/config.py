@@ -156,7 +156,11 @@ class MMCfg:
     guidance: float | None = None
     """Classifier-free guidance scale of the teacher (class-conditional teachers only; None: none)."""
     aux_lr: float | None = None
-    """Learning rate of the auxiliary network (alternating); None: train.lr."""
+    """Learning rate of the auxiliary network (alternating); None: ``aux_lr_mult`` x train.lr."""
+    aux_lr_mult: float = 3.0
+    """Auxiliary LR / student LR when ``aux_lr`` is None. A faster auxiliary tracks the student's conditional
+    mean more closely, which lowers the bias of the student gradient (gmm8d oracle, k = 8, 8 x 4096 samples:
+    energy 0.00067 +- 0.0003 at 1x, 0.00032 +- 0.0003 at 3x and 0.00032 +- 0.0003 at 10x)."""
     precond: Literal["ema", "identity"] = "ema"
     """Instant mode: diagonal preconditioner Lambda (online EMA of g_A^2, or identity)."""
     precond_beta: float = 0.999

@@ -100,7 +100,7 @@ def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:
 
 def _provider(method: str):
     def provide(ctx: BenchContext) -> Iterator[ModelEntry]:
-        teachers = ("trained", "oracle") if ctx.dataset == "gmm8d" else ("trained",)
+        teachers = [t for t in ctx.options.distill_teachers if t == "trained" or ctx.dataset == "gmm8d"]
         for teacher in teachers:
             if teacher == "trained":
                 trained_teacher(ctx)  # train (or reuse) it first: the distillation loads its run folder

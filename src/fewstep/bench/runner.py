@@ -59,6 +59,8 @@ class BenchOptions:
     """Multiplies the distillations' length (None: ``train_scale``)."""
     distill_set: tuple[tuple[str, str], ...] = ()
     """(field, JSON value) overrides of the distillation method config (e.g. ``("renoise", '"fresh"')``)."""
+    distill_teachers: tuple[str, ...] = ("trained", "oracle")
+    """Teachers the students distill from: the trained teacher and (gmm8d only) the exact oracle."""
     distill_seed: int | None = None
     """Training seed of the distillations (None: the default config's)."""
     n_samples: int | None = None
@@ -214,6 +216,8 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     unknown = [m for m in opts.methods if m not in PROVIDERS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {sorted(PROVIDERS)}")
+    if not opts.distill_teachers or set(opts.distill_teachers) - {"trained", "oracle"}:
+        raise ValueError(f"distill teachers must be 'trained' and/or 'oracle', got {opts.distill_teachers}")
     datasets = opts.datasets or SUITES[opts.suite]
     bad = [d for d in datasets if d not in SUITES[opts.suite]]
     if bad:
