@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from fewstep.bench.runner import BenchOptions, run_bench
@@ -122,3 +124,50 @@ def test_quick_bench_mm_rows(tmp_path: Path):
     assert all(r["init_seconds"] >= 0 for r in rows if r["teacher"] == "oracle")
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert "gmm8d-oracle-quick-mm-alternating-k2" in runs and "gmm8d-teacher-quick-mm-alternating-k1" in runs
+
+
+def test_instant_resume_restores_the_preconditioner(tmp_path: Path, capsys):
+    """A run resumed from its mid-way checkpoint ends bit-identical to an uninterrupted one: the EMA
+    preconditioner (outside every network) travels in the checkpoint's train_state."""
+    teacher = tmp_path / "teacher"
+    assert main(["train", "--preset", "tiny", "--run-dir", str(teacher)]) == 0
+    finals = []
+    for name, interrupt in (("straight", False), ("resumed", True)):
+        run = tmp_path / name
+        cmd = ["distill", "--method", "mm-instant", "--teacher", str(teacher), "--steps", "2", "--run-dir",
+               str(run), *TINY]
+        assert main(cmd) == 0
+        ckpts = run / "checkpoints"
+        if interrupt:  # as if killed right after the 512-sample checkpoint: drop the final one
+            mid = sorted(p.name for p in ckpts.glob("nimg_*"))[0]
+            assert mid == "nimg_000000512"
+            state = torch.load(ckpts / mid / "train_state.pt", weights_only=True)
+            assert state["method_state"]["precond"]["count"] == 2  # 512 samples / batch 256
+            shutil.rmtree(ckpts / "nimg_000001024")
+            (ckpts / "latest").write_text(mid)
+            assert main(cmd) == 0
+            assert last_json(capsys)["resumed"]
+        finals.append(load_file(ckpts / "nimg_000001024" / "student.safetensors"))
+    capsys.readouterr()
+    assert finals[0].keys() == finals[1].keys()
+    for k in finals[0]:
+        assert torch.equal(finals[0][k], finals[1][k]), k
+
+
+def test_bench_distill_options_name_runs_and_reject_bad_fields(tmp_path: Path):
+    from fewstep.bench.providers_mm import _overrides, mm_config
+    from fewstep.bench.runner import BenchContext
+
+    assert _overrides((("renoise", "fresh"), ("aux_lr", "3e-4"))) == {"renoise": "fresh", "aux_lr": 3e-4}
+    with pytest.raises(ValueError, match="not a settable MM option"):
+        _overrides((("steps", "3"),))
+    with pytest.raises(ValueError, match="not a settable MM option"):
+        _overrides((("renosie", "fresh"),))
+    opts = BenchOptions(suite="toy", distill_set=(("renoise", "fresh"),), distill_seed=2, distill_scale=0.5)
+    ctx = BenchContext(options=opts, dataset="gmm8d", device=torch.device("cpu"), runs_dir=tmp_path)
+    cfg = mm_config(ctx, "mm-alternating", 4, "oracle")
+    assert cfg.method.renoise == "fresh" and cfg.train.seed == 2
+    assert cfg.train.total_nimg == DISTILL_TRAIN.total_nimg // 2
+    assert Path(cfg.run_dir).name == "gmm8d-oracle-d0.5-renoise=fresh-seed2-mm-alternating-k4"
+    with pytest.raises(ValueError, match="distill teachers"):
+        run_bench(BenchOptions(suite="toy", distill_teachers=("teacher",), out=str(tmp_path / "b")))

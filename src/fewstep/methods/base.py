@@ -65,3 +65,11 @@ class Method(nn.Module, abc.ABC):
     def config(self) -> dict:
         """JSON-able description stored with checkpoints."""
         return {}
+
+    def method_state(self) -> dict:
+        """Training state that lives outside the networks and optimizers (tensors and primitives only), saved
+        in every checkpoint's ``train_state`` so that a resumed run continues exactly; default: none."""
+        return {}
+
+    def load_method_state(self, state: Mapping) -> None:
+        """Restore what ``method_state`` returned."""

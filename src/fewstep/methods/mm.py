@@ -303,6 +303,14 @@ class MomentMatching(Method):
             return self.student_loss(nets, d)
         raise ValueError(f"unknown MM phase {phase!r}")
 
+    def method_state(self) -> dict:
+        """Instant mode: the EMA preconditioner's second moments and count (resumes continue exactly)."""
+        return {"precond": self.precond.state_dict()} if self.mode == "instant" else {}
+
+    def load_method_state(self, state: Mapping) -> None:
+        if self.mode == "instant" and "precond" in state:
+            self.precond.load_state_dict(state["precond"])
+
     # -------------------------------------------------------------------------------------- sampling
     def generate(self, n: int, *, steps: int, nets: Mapping[str, nn.Module], generator: torch.Generator,
                  cond: Tensor | None = None, shape: tuple[int, ...] | None = None,

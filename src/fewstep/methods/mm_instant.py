@@ -128,7 +128,7 @@ class Preconditioner:
     Kinds: ``identity``; ``fixed`` with a given second moment v (e.g. a saved teacher Adam ``exp_avg_sq``),
     Lambda = 1/(sqrt(v) + eps); ``ema`` (default): v <- beta v + (1 - beta) g_A^2 updated with each g_A *before*
     use (Adam's order), bias-corrected, Lambda = 1/(sqrt(v_hat) + eps). The EMA state lives here (not in any
-    network), so it is not part of checkpoints.
+    network); ``MomentMatching.method_state`` puts it into every checkpoint.
     """
 
     def __init__(self, kind: PrecondKind = "ema", *, beta: float = 0.999, eps: float = 1e-8,
@@ -163,7 +163,8 @@ class Preconditioner:
         return {"v": dict(self.v), "count": self.count}
 
     def load_state_dict(self, state: Mapping) -> None:
-        self.v, self.count = dict(state["v"]), int(state["count"])
+        self.v = {k: t.detach().clone() for k, t in state["v"].items()}
+        self.count = int(state["count"])
 
 
 def dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:

@@ -351,7 +351,8 @@ class Trainer:
         if dist.is_main():
             state = {"nimg": self.nimg, "train_seconds": self.train_seconds, "batch_size": self.batch_size,
                      "world": self.world, "seed": self.seed,
-                     "optimizers": {r: opt.state_dict() for r, opt in self.optimizers.items()}}
+                     "optimizers": {r: opt.state_dict() for r, opt in self.optimizers.items()},
+                     "method_state": self.method.method_state()}
             weights = {r: n.state_dict() for r, n in self.nets.items()}
             ema = {r: e.state_dict() for r, e in self._ema.items()}
             save_checkpoint(self.run_dir, self.nimg, weights, ema, state, self.config, keep=self.keep)
@@ -370,6 +371,7 @@ class Trainer:
                 opt.load_state_dict(optim_states[role])
                 for group in opt.param_groups:  # a changed config wins over the saved hyper-parameters
                     group["betas"], group["eps"] = self.optim_cfg[role]["betas"], self.optim_cfg[role]["eps"]
+        self.method.load_method_state(ckpt.train_state.get("method_state", {}))
         self.nimg = int(ckpt.train_state["nimg"])
         self.train_seconds = float(ckpt.train_state.get("train_seconds", 0.0))
 
