@@ -16,4 +16,7 @@ def test_quick_demo_writes_report(tmp_path: Path):
                 "toy/results.jsonl", "digits/results.jsonl"):
         assert (tmp_path / rel).exists(), rel
     assert list((tmp_path / "digits").glob("samples_digits8x8_teacher-ancestral_*.png"))
+    for method in ("mm-alternating", "mm-instant"):  # both MM variants are in the report, at 1 and 4 steps
+        assert (tmp_path / "digits" / f"samples_digits8x8_{method}-trained_4.png").exists(), method
+        assert f"| {method} | trained | student | 1 |" in (tmp_path / "toy" / "report.md").read_text(), method
     assert (tmp_path / "report.md").read_text().startswith("# fewstep demo")

@@ -1,9 +1,10 @@
 """``make demo`` / ``fewstep demo``: train small teachers on built-in data (2-D checkerboard, 8x8 digits),
-sample them at several step counts, and write an illustrated report (Markdown + HTML).
+sample them at several step counts, distill them into 1- and 4-step Moment Matching students (alternating and
+instant), and write an illustrated report (Markdown + HTML).
 
 It reuses the benchmark harness with shorter training and fewer samples, so the demo's numbers are
 produced exactly like the benchmark's (but from smaller models; BENCHMARKS.md holds the full runs).
-Later methods (MM, IMM, ...) add themselves to ``DEMO_METHODS``.
+Later methods (IMM, ...) add themselves to ``DEMO_METHODS``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,12 @@ from pathlib import Path
 
 from fewstep.bench.runner import BenchOptions, run_bench
 
-DEMO_METHODS: tuple[str, ...] = ("teacher",)
+DEMO_METHODS: tuple[str, ...] = ("teacher", "mm-alternating", "mm-instant")
 DEMO_NFE = (1, 2, 4, 8, 16, 64, 256)
+DEMO_STEPS = (1, 4)
+"""Steps of the few-step students."""
+DISTILL_SCALE = 0.25
+"""Fraction of the default distillation length (``DISTILL_TRAIN``) the demo's students train for."""
 
 
 def run_demo(out: Path, *, device: str = "auto", quick: bool = False) -> Path:
@@ -26,15 +31,17 @@ def run_demo(out: Path, *, device: str = "auto", quick: bool = False) -> Path:
     parts = []
     for suite, datasets, scale in (("toy", ("checkerboard2d",), 0.4), ("digits", ("digits8x8",), 0.35)):
         opts = BenchOptions(suite=suite, methods=DEMO_METHODS, teacher_nfe=DEMO_NFE if not quick else (1, 4, 16),
-                            quick=quick, device=device, out=str(out / suite), datasets=datasets, repeats=2,
-                            repeat_budget=128, min_repeats=1, runs_dir=str(out / "runs"), train_scale=scale,
-                            command=f"fewstep demo --out {out}")
+                            steps=DEMO_STEPS, quick=quick, device=device, out=str(out / suite), datasets=datasets,
+                            repeats=2, repeat_budget=128, min_repeats=1, runs_dir=str(out / "runs"),
+                            train_scale=scale, distill_scale=DISTILL_SCALE, command=f"fewstep demo --out {out}")
         run_bench(opts)
         parts.append((suite, out / suite / "report.md"))
     md = [f"# fewstep demo ({time.perf_counter() - t0:.0f} s)", "",
           "Small Gaussian diffusion teachers trained on built-in data, sampled with ancestral and DDIM samplers "
-          "at 1-256 network evaluations (NFE). Fewer steps are faster but worse: that gap is what the few-step "
-          "methods of fewstep close. Full-size numbers: BENCHMARKS.md.", ""]
+          "at 1-256 network evaluations (NFE), then distilled into 1- and 4-step students by Moment Matching "
+          "(mm-alternating: with an auxiliary denoiser; mm-instant: parameter-space JVP through the teacher). "
+          "Fewer teacher steps are faster but worse; the students close that gap (see the acceleration table). "
+          "Full-size numbers: BENCHMARKS.md.", ""]
     for suite, path in parts:
         text = path.read_text()
         text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m, s=suite: f"![{m.group(1)}]({s}/{m.group(2)})", text)
