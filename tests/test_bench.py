@@ -84,3 +84,19 @@ def test_report_command_rederives_tables(tmp_path: Path):
     run_bench(opts, log=lambda s: None)
     assert main(["report", "--results", str(tmp_path / "a" / "results.jsonl"), "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "report.md").read_text() == (tmp_path / "a" / "report.md").read_text()
+
+
+def test_oracle_students_are_compared_with_the_oracle_curve():
+    from fewstep.bench.report import _student_table
+
+    def row(method, sampler, nfe, value, teacher=None):
+        return {"method": method, "sampler": sampler, "nfe": nfe, "steps": nfe, "metric": "energy",
+                "value": value, "stderr": 0.0, "lower_is_better": True, "teacher": teacher}
+
+    rows = [row("teacher", "ddim", 4, 0.1), row("teacher", "ddim", 16, 0.01),  # trained teacher
+            row("oracle", "ddim", 4, 0.2), row("oracle", "ddim", 16, 0.02),  # a worse exact oracle curve
+            row("mm-alternating", "student", 4, 0.02, "oracle"), row("mm-alternating", "student", 4, 0.02, "trained")]
+    lines = {ln.split("|")[2].strip(): ln for ln in _student_table(rows, "energy") if ln.startswith("| mm-")}
+    assert "(oracle ddim)" in lines["oracle"] and lines["oracle"].rstrip(" |").endswith(">= 4")  # reaches NFE 16
+    assert "(ddim)" in lines["trained"] and "oracle" not in lines["trained"].split("|")[6]
+    assert float(lines["trained"].split("|")[-2]) < 4  # the trained teacher reaches 0.02 before 16 NFE

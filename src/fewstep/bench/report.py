@@ -79,24 +79,30 @@ def _metric_table(rows: list[dict], metric: str) -> list[str]:
 
 
 def _student_table(rows: list[dict], metric: str) -> list[str]:
+    """Each few-step model against its own teacher's best-sampler curve: a student distilled from the exact
+    oracle (``teacher="oracle"``) is compared with the oracle's samplers when those rows exist."""
     students = [r for r in rows if r["metric"] == metric and r["method"] not in BASELINES]
     if not students:
         return []
-    curve = best_curve(rows, metric)
-    t1024 = curve[-1][1] if curve else math.nan
-    lines = [f"Few-step models vs the teacher's best sampler (primary metric `{metric}`; acceleration = teacher "
-             "NFE reaching the same value / steps):", "",
+    curves = {"teacher": best_curve(rows, metric), "oracle": best_curve(rows, metric, "oracle")}
+    lines = [f"Few-step models vs their teacher's best sampler (primary metric `{metric}`; acceleration = teacher "
+             "NFE reaching the same value / steps; students of the exact oracle are compared with the oracle's "
+             "samplers):", "",
              "| method | teacher | sampler | steps | value | teacher best @ same NFE | ratio to teacher@max |"
              " acceleration |", "|---|---|---|---|---|---|---|---|"]
-    tb = {n: (v, se, s) for n, v, se, s in curve}
     for r in sorted(students, key=lambda r: (r["method"], r.get("teacher") or "", r["steps"])):
+        base = "oracle" if r.get("teacher") == "oracle" and curves["oracle"] else "teacher"
+        curve = curves[base]
+        t_max = curve[-1][1] if curve else math.nan
+        tb = {n: (v, se, s) for n, v, se, s in curve}
         same = tb.get(r["nfe"])
         _, acc = acceleration(curve, r["value"], r.get("stderr") or 0.0, r["steps"],
                               lower_is_better=r["lower_is_better"])
-        ratio = r["value"] / t1024 if t1024 not in (0.0,) and not math.isnan(t1024) else math.nan
+        ratio = r["value"] / t_max if t_max not in (0.0,) and not math.isnan(t_max) else math.nan
+        tag = f"{base} {same[2]}" if base == "oracle" else same[2] if same else ""
         lines.append(f"| {r['method']} | {r.get('teacher')} | {r['sampler']} | {r['steps']} | "
                      f"{_fmt(r['value'], r.get('stderr'))} | "
-                     f"{_fmt(same[0], same[1]) + ' (' + same[2] + ')' if same else ''} | {ratio:.3g} | {acc} |")
+                     f"{_fmt(same[0], same[1]) + ' (' + tag + ')' if same else ''} | {ratio:.3g} | {acc} |")
     return lines + [""]
 
 
