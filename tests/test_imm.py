@@ -249,3 +249,36 @@ def test_sampler_purity_and_shapes() -> None:
     assert torch.equal(state, torch.random.get_rng_state())
     with pytest.raises(ValueError, match="sampler"):
         m.generate(8, steps=2, nets={"model": f}, generator=gen(13), shape=(3,), sampler="ancestral")
+
+
+# ------------------------------------------------------------------------------------------- CLI end to end
+def test_cli_train_imm_sample_and_reload(tmp_path, capsys) -> None:
+    import json
+
+    from safetensors.torch import load_file
+
+    from fewstep.build import load_trained
+    from fewstep.cli import main
+    from fewstep.config import IMMCfg, load_config
+
+    run = tmp_path / "imm"
+    cmd = ["train", "--preset", "tiny", "--method", "imm", "--method.k", "6", "--process.schedule", "flow",
+           "--train.batch-size", "64", "--run-dir", str(run)]
+    assert main(cmd) == 0
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert first["nimg"] == 2048 and "mmd2" in first["logs"]
+    cfg = load_config(run)
+    assert isinstance(cfg.method, IMMCfg) and cfg.method.k == 6
+    _, method, nets = load_trained(run)
+    assert method.sampler == "pushforward" and set(nets) == {"model"}
+    assert main(cmd) == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["resumed"]
+    assert main(["sample", "--run", str(run), "--steps", "1,2", "--n", "32", "--device", "cpu"]) == 0
+    x = load_file(run / "samples" / "samples_2.safetensors")["x"]
+    assert x.shape == (32, 2) and bool(x.isfinite().all())
+    assert main(["sample", "--run", str(run), "--steps", "2", "--n", "8", "--sampler", "restart",
+                 "--device", "cpu"]) == 0
+    with pytest.raises(SystemExit, match="does not apply"):
+        main(["sample", "--run", str(run), "--steps", "2", "--sampler", "ddim", "--device", "cpu"])
+    with pytest.raises(SystemExit):  # the batch must hold whole groups of M = 4
+        main(["train", "--preset", "tiny", "--method", "imm", "--train.batch-size", "6", "--run-dir",
+              str(tmp_path / "bad")])

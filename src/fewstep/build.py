@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fewstep.config import DataCfg, DiffusionCfg, DistillConfig, MMCfg, NetCfg, ProcessCfg, RunConfig, to_dict
+from fewstep.config import DataCfg, DiffusionCfg, DistillConfig, IMMCfg, MMCfg, NetCfg, ProcessCfg, RunConfig, to_dict
 from fewstep.data.source import DataSource, SamplerSource, TensorSource
 from fewstep.denoisers.gaussian import GaussianDenoiser
 from fewstep.methods.diffusion import GaussianDiffusion
@@ -81,10 +81,29 @@ def build_denoiser(cfg: RunConfig | DistillConfig, shape: tuple[int, ...]) -> Ga
     return GaussianDenoiser(build_net(cfg.net, shape), build_process(cfg.process), cfg.net.parametrization)
 
 
-def build_method(cfg: RunConfig, shape: tuple[int, ...]) -> GaussianDiffusion:
+def build_method(cfg: RunConfig, shape: tuple[int, ...]):
+    """The training method of ``cfg``: a ``GaussianDiffusion`` teacher or ``InductiveMomentMatching``."""
     m = cfg.method
+    if isinstance(m, IMMCfg):
+        return build_imm(cfg, shape)
     return GaussianDiffusion(build_denoiser(cfg, shape), weighting=m.weighting, time_sampling=m.time_sampling,
                              conditional=cfg.net.num_classes > 0)
+
+
+def build_imm(cfg: RunConfig, shape: tuple[int, ...]):
+    """IMM from a RunConfig: the backbone (given a second time input) wrapped in ``IMMMap`` with the process's
+    schedule and sigma_d = ``process.sigma_data``."""
+    from fewstep.denoisers.imm import IMMMap
+    from fewstep.methods.imm import InductiveMomentMatching
+
+    m = cfg.method
+    net = build_net(replace(cfg.net, two_time=True), shape)
+    fmap = IMMMap(net, get_schedule(cfg.process.schedule), sigma_d=cfg.process.sigma_data, param=m.param,
+                  second_time=m.second_time)
+    return InductiveMomentMatching(fmap, group_size=m.group_size, k=m.k, t_min=m.t_min, t_max=m.t_max,
+                                   eta_max=m.eta_max, eta_min=m.eta_min, min_gap=m.min_gap, kernel=m.kernel,
+                                   dim_divisor=m.dim_divisor, weight_a=m.weight_a, weight_b=m.weight_b,
+                                   conditional=cfg.net.num_classes > 0, sampler=m.sampler, two_step=m.two_step)
 
 
 def seeded_init(make, seed: int):
@@ -100,6 +119,9 @@ def build_trainer(cfg: RunConfig, *, allow_config_change: bool = False, progress
     """A ready-to-fit Trainer for ``cfg`` (data, method and optimisation from the config)."""
     from fewstep.train.trainer import Trainer
 
+    if isinstance(cfg.method, IMMCfg) and cfg.train.batch_size % cfg.method.group_size:
+        raise ValueError(f"IMM needs a batch of whole groups: train.batch_size {cfg.train.batch_size} is not a "
+                         f"multiple of method.group_size {cfg.method.group_size}")
     data = build_data(cfg.data) if data is None else data
     method = seeded_init(lambda: build_method(cfg, data.shape), cfg.train.seed)
     t = cfg.train

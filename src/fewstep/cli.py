@@ -44,7 +44,7 @@ def _parse_steps(text: str) -> tuple[int, ...]:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from fewstep.config import RunConfig, load_config, to_dict
+    from fewstep.config import METHOD_CFGS, RunConfig, load_config, to_dict
     from fewstep.presets import PRESETS, get_preset
 
     pre = argparse.ArgumentParser(add_help=False)
@@ -52,6 +52,7 @@ def cmd_train(argv: list[str]) -> int:
     pre.add_argument("--config", default=None)
     pre.add_argument("--dry-run", action="store_true")
     pre.add_argument("--allow-config-change", action="store_true")
+    pre.add_argument("--method", default=None, choices=sorted(METHOD_CFGS))
     known, rest = pre.parse_known_args(argv)
     if known.preset and known.config:
         raise SystemExit("error: pass either --preset or --config, not both")
@@ -59,9 +60,13 @@ def cmd_train(argv: list[str]) -> int:
         base = load_config(known.config) if known.config else get_preset(known.preset or "toy2d-checkerboard")
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
+    if known.method and base.method.name != known.method:  # switch method, keep data/process/net/train
+        base = replace(base, method=METHOD_CFGS[known.method]())
     desc = ("Train a model. Extra flags: --preset NAME (one of " + ", ".join(sorted(PRESETS)) +
-            "), --config RUN/config.json, --dry-run, --allow-config-change.")
-    cfg = tyro.cli(RunConfig, default=base, args=rest, prog="fewstep train", description=desc)
+            "), --method " + "|".join(sorted(METHOD_CFGS)) + " (default: the preset's), --config RUN/config.json, "
+            "--dry-run, --allow-config-change.")
+    cfg = tyro.cli(RunConfig, default=base, args=rest, prog="fewstep train", description=desc,
+                   config=(tyro.conf.AvoidSubcommands,))
     if known.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
@@ -162,7 +167,8 @@ class SampleArgs:
     """Run folder written by 'fewstep train'."""
     steps: str | None = None
     """Comma-separated step counts (default 1,2,4,8,16,64; for a distilled student its own k)."""
-    sampler: Literal["ancestral", "ddim", "euler", "heun"] = "ancestral"
+    sampler: Literal["ancestral", "ddim", "euler", "heun", "pushforward", "restart"] | None = None
+    """Teacher samplers (default ancestral) or IMM's pushforward / restart (default: the run's)."""
     grid: Literal["uniform", "edm", "logsnr"] = "uniform"
     n: int = 1024
     """Samples per step count."""
@@ -191,7 +197,11 @@ def cmd_sample(argv: list[str]) -> int:
         raise SystemExit(f"error: {e}") from None
     student_k = getattr(method, "k", None) if getattr(method, "sampler", None) == "student" else None
     steps = _parse_steps(a.steps or (str(student_k) if student_k else "1,2,4,8,16,64"))
-    sampler = "student" if student_k else a.sampler
+    imm = getattr(method, "sampler", None) in ("pushforward", "restart")
+    sampler = "student" if student_k else a.sampler or (method.sampler if imm else "ancestral")
+    if imm != (sampler in ("pushforward", "restart")) and not student_k:
+        raise SystemExit(f"error: sampler {sampler!r} does not apply to this run "
+                         f"({'IMM: pushforward or restart' if imm else 'a diffusion teacher: ancestral, ddim, ...'})")
     if student_k and any(k != student_k for k in steps):
         print(f"note: this student was distilled for {student_k} steps; other step counts run its sampler on a "
               "grid it was not trained for", file=sys.stderr)
@@ -199,7 +209,7 @@ def cmd_sample(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for k in steps:
         t0 = time.perf_counter()
-        x = method.generate(a.n, steps=k, nets=nets, generator=seeded(a.seed, k), sampler=a.sampler,
+        x = method.generate(a.n, steps=k, nets=nets, generator=seeded(a.seed, k), sampler=sampler,
                             grid=a.grid, shape=data_shape(cfg.data.name), device=device)
         dt = time.perf_counter() - t0
         path = out / f"samples_{k}.safetensors"

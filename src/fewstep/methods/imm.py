@@ -100,12 +100,15 @@ class InductiveMomentMatching(Method):
         t_min, t_max: t ~ U(t_min, T) (spec: 0.006 for pixels / 0 for latents; T = 0.994 flow, 0.996 cosine).
         eta_max, eta_min, min_gap: see ``r_of``. kernel, dim_divisor: see ``group_mmd2``.
         weight_a, weight_b: a and b of w(s, t). conditional: feed batch labels to the backbone.
+        sampler, two_step: defaults of ``generate`` (``pushforward`` | ``restart``; 2-step middle point
+            ``eta`` = 1.4 or ``uniform``).
     """
 
     def __init__(self, fmap: IMMMap, *, group_size: int = 4, k: int = 12, t_min: float = 0.0,
                  t_max: float | None = None, eta_max: float = 160.0, eta_min: float = 0.0, min_gap: float = 0.0,
                  kernel: Kernel = "laplace", dim_divisor: float | None = None, weight_a: float = 1.0,
-                 weight_b: float = 5.0, conditional: bool = False) -> None:
+                 weight_b: float = 5.0, conditional: bool = False, sampler: str = "pushforward",
+                 two_step: str = "eta") -> None:
         super().__init__()
         sched = fmap.schedule
         t_max = (0.994 if sched.name == "flow" else 0.996) if t_max is None else float(t_max)
@@ -119,6 +122,9 @@ class InductiveMomentMatching(Method):
         self.t_min, self.t_max, self.eta_max, self.eta_min = float(t_min), t_max, float(eta_max), float(eta_min)
         self.min_gap, self.kernel, self.dim_divisor = float(min_gap), kernel, dim_divisor
         self.weight_a, self.weight_b, self.conditional = float(weight_a), float(weight_b), conditional
+        if sampler not in ("pushforward", "restart") or two_step not in ("eta", "uniform"):
+            raise ValueError(f"unknown IMM sampler {sampler!r} or two-step grid {two_step!r}")
+        self.sampler, self.two_step = sampler, two_step
 
     @property
     def schedule(self):
@@ -169,19 +175,22 @@ class InductiveMomentMatching(Method):
 
     def generate(self, n: int, *, steps: int, nets: Mapping[str, nn.Module], generator: torch.Generator,
                  cond: Tensor | None = None, shape: tuple[int, ...] | None = None,
-                 device: torch.device | str = "cpu", sampler: str = "pushforward", **options: object) -> Tensor:
-        """``n`` samples [n, *shape] float64 with the ``sampler`` ("pushforward" or "restart") in ``steps`` steps."""
+                 device: torch.device | str = "cpu", sampler: str | None = None, **options: object) -> Tensor:
+        """``n`` samples [n, *shape] float64 with ``sampler`` ("pushforward" or "restart"; default: the method's)
+        in ``steps`` steps on the spec's grid (``grid="edm"``: an EDM rho = 7 grid in eta)."""
         from fewstep.samplers.imm import imm_grid, sample_imm
 
         if shape is None:
             raise ValueError("generate needs the sample shape (without batch dim)")
-        grid = imm_grid(steps, self.schedule, t_max=self.t_max, t_min=self.t_min,
-                        two_step=str(options.get("two_step", "eta")))
-        return sample_imm(nets["model"], (n, *shape), grid, generator=generator, sampler=sampler, device=device,
-                          cond=cond)
+        kind = "edm" if options.get("grid") == "edm" else "uniform"
+        grid = imm_grid(steps, self.schedule, t_max=self.t_max, t_min=self.t_min, two_step=self.two_step,
+                        kind=kind)
+        return sample_imm(nets["model"], (n, *shape), grid, generator=generator, sampler=sampler or self.sampler,
+                          device=device, cond=cond)
 
     def config(self) -> dict:
         return {"param": self.fmap.param, "second_time": self.fmap.second_time, "sigma_d": self.fmap.sigma_d,
                 "group_size": self.group_size, "k": self.k, "t_min": self.t_min, "t_max": self.t_max,
                 "eta_max": self.eta_max, "eta_min": self.eta_min, "min_gap": self.min_gap, "kernel": self.kernel,
-                "dim_divisor": self.dim_divisor, "weight_a": self.weight_a, "weight_b": self.weight_b}
+                "dim_divisor": self.dim_divisor, "weight_a": self.weight_a, "weight_b": self.weight_b,
+                "sampler": self.sampler, "two_step": self.two_step}
