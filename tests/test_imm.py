@@ -282,3 +282,15 @@ def test_cli_train_imm_sample_and_reload(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit):  # the batch must hold whole groups of M = 4
         main(["train", "--preset", "tiny", "--method", "imm", "--train.batch-size", "6", "--run-dir",
               str(tmp_path / "bad")])
+
+
+def test_quick_bench_imm_rows(tmp_path) -> None:
+    from fewstep.bench.runner import BenchOptions, run_bench
+
+    rows = run_bench(BenchOptions(suite="toy", methods=("imm",), datasets=("checkerboard2d",), steps=(1, 2),
+                                  quick=True, out=str(tmp_path), device="cpu"), log=lambda _: None)
+    imm = [r for r in rows if r["method"] == "imm" and r["metric"] == "energy"]
+    assert sorted((r["sampler"], r["steps"], r["nfe"]) for r in imm) == [
+        ("pushforward", 1, 1), ("pushforward", 2, 2), ("restart", 1, 1), ("restart", 2, 2)]
+    assert all(r["train_seconds"] > 0 and r["value"] == r["value"] for r in imm)
+    assert "| imm |" in (tmp_path / "report.md").read_text()
