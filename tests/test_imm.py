@@ -132,13 +132,35 @@ def test_mmd_v_statistic_matches_closed_form_expectation() -> None:
 
     expect = 2 * (1 / m + (1 - 1 / m) * ek(0.0)) - 2 * ek(d * mu**2)
     assert float(v.mean()) == pytest.approx(expect, abs=4 * float(v.std()) / math.sqrt(groups))
+    # the U-statistic is unbiased for the population MMD^2 (no diagonal terms)
+    u = group_mmd2(y_t, y_r, torch.full((groups,), w, dtype=F64), kernel="rbf", estimator="u")
+    assert float(u.mean()) == pytest.approx(2 * ek(0.0) - 2 * ek(d * mu**2), abs=4 * float(u.std()) / math.sqrt(groups))
+
+
+def test_energy_kernel_u_statistic_is_the_energy_distance() -> None:
+    """kernel = -||a - b|| with the U-statistic: E = 2E||X - Y|| - E||X - X'|| - E||Y - Y'||, which for 1-D
+    N(0, 1) vs N(mu, 1) is 2 * (E|N(mu, 2)| - E|N(0, 2)|) (folded-normal means), checked by Monte Carlo."""
+    g = gen(8)
+    groups, m, mu = 20000, 4, 0.7
+    y_t = torch.randn(groups, m, 1, generator=g, dtype=F64)
+    y_r = mu + torch.randn(groups, m, 1, generator=g, dtype=F64)
+    u = group_mmd2(y_t, y_r, torch.ones(groups, dtype=F64), kernel="energy", estimator="u", dim_divisor=1)
+    s2 = math.sqrt(2)
+
+    def folded(mean: float) -> float:  # E|N(mean, 2)|
+        return s2 * math.sqrt(2 / math.pi) * math.exp(-mean**2 / 4) + mean * math.erf(mean / 2)
+
+    expect = 2 * (folded(mu) - folded(0.0))
+    assert float(u.mean()) == pytest.approx(expect, abs=4 * float(u.std()) / math.sqrt(groups))
+    with pytest.raises(ValueError, match="at least two particles"):
+        group_mmd2(y_t[:, :1], y_r[:, :1], torch.ones(groups), estimator="u")
 
 
 def test_loss_zero_when_branches_agree_and_permutation_invariant() -> None:
     g = gen(6)
     y = torch.randn(5, 4, 3, generator=g, dtype=F64)
     w = torch.rand(5, generator=g, dtype=F64) + 0.5
-    for kernel in ("laplace", "rbf", "sqdist"):
+    for kernel in ("laplace", "rbf", "energy", "sqdist"):
         assert float(group_mmd2(y, y, w, kernel=kernel).abs().max()) < 1e-6
         y_r = torch.randn(5, 4, 3, generator=g, dtype=F64)
         perm = torch.randperm(4, generator=g)
@@ -192,6 +214,29 @@ def test_batch_must_hold_whole_groups() -> None:
     m = InductiveMomentMatching(fmap("simple-edm", "flow"), group_size=4)
     with pytest.raises(ValueError, match="multiple of the group size"):
         m.loss("main", {"x": torch.randn(6, 3, dtype=F64)}, {"model": m.fmap}, gen(0))
+
+
+def test_k_curriculum_moves_k_linearly_and_the_trainer_drives_it(tmp_path) -> None:
+    m = InductiveMomentMatching(fmap("simple-edm", "flow"), k=8, k_end=14)
+    for nimg, k in ((0, 8), (500, 11), (1000, 14), (2000, 14)):
+        m.set_progress(nimg, 1000)
+        assert m.k == k
+    assert m.config()["k"] == 8 and m.config()["k_end"] == 14
+    fixed = InductiveMomentMatching(fmap("simple-edm", "flow"), k=8)
+    fixed.set_progress(900, 1000)
+    assert fixed.k == 8
+    from dataclasses import replace
+
+    from fewstep.build import build_trainer
+    from fewstep.config import IMMCfg
+    from fewstep.presets import get_preset
+
+    cfg = get_preset("tiny")
+    cfg = replace(cfg, method=IMMCfg(k=4, k_end=12), train=replace(cfg.train, total_nimg=1024, batch_size=256),
+                  run_dir=str(tmp_path / "run"))
+    trainer = build_trainer(cfg, progress=False)
+    trainer.fit()
+    assert trainer.method.k == 10  # set before the last iteration: nimg = 768 of 1024 -> 4 + 8 * 0.75
 
 
 # ---------------------------------------------------------------------------------- samplers and grids
@@ -284,13 +329,39 @@ def test_cli_train_imm_sample_and_reload(tmp_path, capsys) -> None:
               str(tmp_path / "bad")])
 
 
-def test_quick_bench_imm_rows(tmp_path) -> None:
+def test_quick_bench_imm_rows_and_same_budget_teacher(tmp_path) -> None:
+    import json
+
     from fewstep.bench.runner import BenchOptions, run_bench
 
-    rows = run_bench(BenchOptions(suite="toy", methods=("imm",), datasets=("checkerboard2d",), steps=(1, 2),
-                                  quick=True, out=str(tmp_path), device="cpu"), log=lambda _: None)
+    opts = BenchOptions(suite="toy", methods=("imm", "teacher-budget"), datasets=("checkerboard2d",), steps=(1, 2),
+                        teacher_nfe=(1, 4), samplers=("ddim",), quick=True, out=str(tmp_path), device="cpu")
+    rows = run_bench(opts, log=lambda _: None)
     imm = [r for r in rows if r["method"] == "imm" and r["metric"] == "energy"]
     assert sorted((r["sampler"], r["steps"], r["nfe"]) for r in imm) == [
         ("pushforward", 1, 1), ("pushforward", 2, 2), ("restart", 1, 1), ("restart", 2, 2)]
     assert all(r["train_seconds"] > 0 and r["value"] == r["value"] for r in imm)
-    assert "| imm |" in (tmp_path / "report.md").read_text()
+    budget = [r for r in rows if r["method"] == "teacher-budget" and r["metric"] == "energy"]
+    assert sorted(r["nfe"] for r in budget) == [1, 4]
+    # its length was chosen from a throughput probe to take as long as the IMM run (loose: timing noise)
+    imm_s, teacher_s = imm[0]["train_seconds"], budget[0]["train_seconds"]
+    assert 0.2 * imm_s < teacher_s < 5 * imm_s
+    run = next(p for p in (tmp_path / "runs").iterdir() if p.name.endswith("-budget"))
+    assert json.loads((run / "config.json").read_text())["train"]["total_nimg"] % 512 == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| imm | None | pushforward | 1 |" in report and "| teacher-budget |" in report
+
+
+def test_imm_set_overrides_name_the_run_and_reject_unknown_fields(tmp_path) -> None:
+    from fewstep.bench.providers_imm import imm_config
+    from fewstep.bench.runner import BenchContext, BenchOptions
+
+    def ctx(pairs):
+        opts = BenchOptions(suite="toy", methods=("imm",), imm_set=pairs)
+        return BenchContext(options=opts, dataset="spiral2d", device=torch.device("cpu"), runs_dir=tmp_path)
+
+    cfg = imm_config(ctx((("group_size", "8"), ("kernel", "rbf"))))
+    assert (cfg.method.group_size, cfg.method.kernel) == (8, "rbf")
+    assert cfg.run_dir.endswith("imm-spiral-group_size=8-kernel=rbf")
+    with pytest.raises(ValueError, match="--imm-set: 'bandwidth' is not a settable option"):
+        imm_config(ctx((("bandwidth", "2"),)))

@@ -100,10 +100,11 @@ def build_imm(cfg: RunConfig, shape: tuple[int, ...]):
     net = build_net(replace(cfg.net, two_time=True), shape)
     fmap = IMMMap(net, get_schedule(cfg.process.schedule), sigma_d=cfg.process.sigma_data, param=m.param,
                   second_time=m.second_time)
-    return InductiveMomentMatching(fmap, group_size=m.group_size, k=m.k, t_min=m.t_min, t_max=m.t_max,
-                                   eta_max=m.eta_max, eta_min=m.eta_min, min_gap=m.min_gap, kernel=m.kernel,
-                                   dim_divisor=m.dim_divisor, weight_a=m.weight_a, weight_b=m.weight_b,
-                                   conditional=cfg.net.num_classes > 0, sampler=m.sampler, two_step=m.two_step)
+    return InductiveMomentMatching(
+        fmap, group_size=m.group_size, k=m.k, k_end=m.k_end, t_min=m.t_min, t_max=m.t_max, eta_max=m.eta_max,
+        eta_min=m.eta_min, min_gap=m.min_gap, kernel=m.kernel, dim_divisor=m.dim_divisor,
+        bandwidth_floor=m.bandwidth_floor, estimator=m.estimator, weight_a=m.weight_a, weight_b=m.weight_b,
+        conditional=cfg.net.num_classes > 0, sampler=m.sampler, two_step=m.two_step)
 
 
 def seeded_init(make, seed: int):

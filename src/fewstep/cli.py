@@ -277,6 +277,9 @@ class BenchArgs:
     distill_set: str | None = None
     """MM option overrides for the distilled students, e.g. 'renoise=fresh' or 'weighting=flat,aux_lr=3e-4'
     (comma-separated field=value; values are JSON or bare words). The run folders are named after them."""
+    imm_set: str | None = None
+    """IMM option overrides, e.g. 'group_size=8' or 'kernel=rbf,k=10' (comma-separated field=value); the run
+    folders are named after them."""
     distill_teachers: str = "trained,oracle"
     """Teachers of the distilled students: the trained teacher and/or (gmm8d only) the exact oracle."""
     distill_seed: int | None = None
@@ -295,7 +298,8 @@ def cmd_bench(argv: list[str]) -> int:
         device=a.device, out=a.out, seed=a.seed, repeats=a.repeats,
         datasets=tuple(a.datasets.split(",")) if a.datasets else None, runs_dir=a.runs_dir,
         teacher_presets=_pairs(a.teacher_preset), train_scale=a.train_scale, distill_scale=a.distill_scale,
-        distill_set=_pairs(a.distill_set, "field=value"), distill_seed=a.distill_seed,
+        distill_set=_pairs(a.distill_set, "field=value"), imm_set=_pairs(a.imm_set, "field=value"),
+        distill_seed=a.distill_seed,
         distill_teachers=tuple(t for t in a.distill_teachers.split(",") if t), n_samples=a.n_samples,
         command="fewstep bench " + shlex.join(argv))
     try:

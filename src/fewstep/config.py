@@ -98,6 +98,8 @@ class IMMCfg:
     """M particles per group sharing (s, r, t); the batch must be a multiple."""
     k: int = 8
     """r(s, t) mapping: eta(r) = eta(t) - (eta_max - eta_min) / 2^k (toy scale: 8; CIFAR 15, ImageNet 12)."""
+    k_end: int | None = None
+    """If set, k moves linearly from ``k`` to ``k_end`` over training (a curriculum)."""
     t_min: float = 0.0
     t_max: float | None = None
     """T (None: 0.994 flow, 0.996 cosine)."""
@@ -105,9 +107,13 @@ class IMMCfg:
     eta_min: float = 0.0
     min_gap: float = 0.0
     """r <= t - min_gap unless r = s (the spec's fp16 fix; 0 = off)."""
-    kernel: Literal["laplace", "rbf", "sqdist"] = "laplace"
+    kernel: Literal["laplace", "rbf", "energy", "sqdist"] = "laplace"
     dim_divisor: float | None = None
     """D of the kernel exp(-w~ ||a - b|| / D) (None: elements per sample)."""
+    bandwidth_floor: float = 0.0
+    """w~ = 1 / max(|c_out(s, t)|, bandwidth_floor * sigma_d): widens only the kernels of short jumps (0: off)."""
+    estimator: Literal["v", "u"] = "v"
+    """MMD estimator: the paper's V-statistic (diagonals kept) or the unbiased U-statistic."""
     weight_a: float = 1.0
     weight_b: float = 5.0
     sampler: Literal["pushforward", "restart"] = "pushforward"

@@ -49,7 +49,7 @@ def trained_teacher(ctx: BenchContext):
     return ctx.cache["teacher"]
 
 
-def _sampler_entries(ctx: BenchContext, method_name: str, gen_fn, train_seconds: float | None,
+def sampler_entries(ctx: BenchContext, method_name: str, gen_fn, train_seconds: float | None,
                      teacher: str | None = None) -> Iterator[ModelEntry]:
     for sampler in ctx.options.samplers:
         for n in ctx.options.teacher_nfe:
@@ -68,7 +68,7 @@ def teacher_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
         return lambda n, g: method.generate(n, steps=steps, nets=nets, generator=g, sampler=sampler,
                                             shape=shape, device=ctx.device)
 
-    yield from _sampler_entries(ctx, "teacher", gen_fn, secs)
+    yield from sampler_entries(ctx, "teacher", gen_fn, secs)
 
 
 @register("oracle")
@@ -89,6 +89,6 @@ def oracle_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
         return lambda n, g: sample(oracle, process, (n, 8), sampler=sampler, grid=uniform_grid(steps),
                                    generator=g, device="cpu")
 
-    yield from _sampler_entries(ctx, "oracle", gen_fn, None)
+    yield from sampler_entries(ctx, "oracle", gen_fn, None)
 
 

@@ -1,18 +1,28 @@
-"""Bench provider of Inductive Moment Matching: ``imm`` (trained from scratch, no teacher).
+"""Bench providers of Inductive Moment Matching: ``imm`` (trained from scratch, no teacher) and its baseline
+``teacher-budget`` (a Gaussian teacher trained for the same wall-clock time).
 
-For each dataset the IMM preset ``imm-<name>`` (``IMM_PRESETS``; ``--teacher-preset``-style overrides are not
-needed: IMM has no teacher) is trained (or resumed / reused) under ``ctx.runs_dir`` with ``train_scale`` applied,
-then sampled at every k in ``--steps`` with the pushforward and restart samplers (``nfe = k``).
+For each dataset the IMM preset ``imm-<name>`` (``IMM_PRESETS``) is trained (or resumed / reused) under
+``ctx.runs_dir`` with ``train_scale`` applied, then sampled at every k in ``--steps`` with the pushforward and
+restart samplers (``nfe = k``).
+
+``teacher-budget``: the dataset's teacher preset (``--teacher-preset`` applies) with its length set so that its
+training takes as long as the IMM run did on this device: a short probe run (32 batches, after 8 warm-up batches)
+measures the teacher's seconds per sample, and total_nimg = IMM seconds / that, rounded to whole batches (the
+preset's LR schedule is kept, stretched to the new length). The chosen length is stored in the run folder, so a
+re-run reuses the model; the rows' ``train_seconds`` report the time it really took.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
-from fewstep.bench.runner import BenchContext, ModelEntry, register
+from fewstep.bench.runner import BenchContext, ModelEntry, config_overrides, register
 from fewstep.build import build_trainer, data_shape
-from fewstep.config import RunConfig
+from fewstep.config import IMMCfg, RunConfig
 from fewstep.presets import get_preset, quick
 
 IMM_PRESETS = {"gmm8d": "imm-gmm8d", "checkerboard2d": "imm-checkerboard", "spiral2d": "imm-spiral"}
@@ -33,7 +43,88 @@ def imm_config(ctx: BenchContext) -> RunConfig:
     if opts.quick:
         cfg = quick(cfg)
     name = preset + ("-quick" if opts.quick else "") + (f"-x{opts.train_scale:g}" if opts.train_scale != 1.0 else "")
+    if opts.imm_set:
+        sets = imm_overrides(opts)
+        cfg = replace(cfg, method=replace(cfg.method, **sets))
+        name += "-" + "-".join(f"{k}={v}" for k, v in sets.items())
     return replace(cfg, run_dir=str(ctx.runs_dir / name), train=replace(cfg.train, device=str(ctx.device)))
+
+
+def imm_overrides(opts) -> dict:
+    """``--imm-set`` as IMMCfg overrides."""
+    return config_overrides(opts.imm_set, IMMCfg, flag="--imm-set")
+
+
+def trained_imm(ctx: BenchContext):
+    """Train (or resume / reuse) the dataset's IMM preset; cached as ``ctx.cache["imm"]``.
+
+    Returns:
+        (method, nets, train_seconds): nets holds the EMA map under ``model`` in eval mode.
+    """
+    if "imm" not in ctx.cache:
+        trainer = build_trainer(imm_config(ctx), progress=False)
+        summary = trainer.fit()
+        nets = {k: v.eval().requires_grad_(False) for k, v in trainer.ema.items()}
+        ctx.cache["imm"] = (trainer.method, nets, float(summary["train_seconds"]))
+    return ctx.cache["imm"]
+
+
+def _seconds_per_sample(cfg: RunConfig, run_dir: Path, *, warmup: int = 8, batches: int = 32) -> float:
+    """Training seconds per sample of ``cfg`` on its device, from a probe of ``batches`` batches after
+    ``warmup`` untimed ones (the probe's folder is removed)."""
+    import shutil
+
+    b = cfg.train.batch_size
+    times = []
+    for n in (warmup, warmup + batches):
+        probe = replace(cfg, run_dir=str(run_dir), train=replace(cfg.train, total_nimg=n * b, ckpt_every_nimg=10**12,
+                                                                  log_every_nimg=10**12))
+        shutil.rmtree(run_dir, ignore_errors=True)
+        start = time.perf_counter()
+        build_trainer(probe, progress=False).fit()
+        times.append(time.perf_counter() - start)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return max(times[1] - times[0], 1e-9) / (batches * b)
+
+
+def budget_teacher_config(ctx: BenchContext, seconds: float) -> RunConfig:
+    """The dataset's teacher config with total_nimg set so that training takes ``seconds`` (see module doc)."""
+    from fewstep.bench.providers import teacher_config
+
+    cfg = teacher_config(ctx)
+    t, run_dir = cfg.train, Path(cfg.run_dir + "-budget")
+    b, saved = t.batch_size, run_dir / "config.json"
+    if saved.exists():
+        total = int(json.loads(saved.read_text())["train"]["total_nimg"])
+    else:
+        per_sample = _seconds_per_sample(cfg, run_dir.with_name(run_dir.name + "-probe"))
+        total = max(b, round(seconds / per_sample / b) * b)
+    scale = total / t.total_nimg
+    train = replace(t, total_nimg=total, warmup_nimg=int(t.warmup_nimg * scale),
+                    ckpt_every_nimg=max(b, int(t.ckpt_every_nimg * scale)),
+                    log_every_nimg=max(b, int(t.log_every_nimg * scale)))
+    return replace(cfg, run_dir=str(run_dir), train=train)
+
+
+@register("teacher-budget")
+def teacher_budget_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
+    """The Gaussian teacher trained for the IMM run's wall-clock time, every sampler at every teacher NFE
+    (datasets without an IMM preset yield nothing)."""
+    if ctx.dataset not in IMM_PRESETS:
+        return
+    from fewstep.bench.providers import sampler_entries
+
+    _, _, imm_seconds = trained_imm(ctx)
+    trainer = build_trainer(budget_teacher_config(ctx, imm_seconds), progress=False)
+    summary = trainer.fit()
+    method, nets = trainer.method, {k: v.eval().requires_grad_(False) for k, v in trainer.ema.items()}
+    shape = data_shape(ctx.dataset)
+
+    def gen_fn(sampler: str, steps: int):
+        return lambda n, g: method.generate(n, steps=steps, nets=nets, generator=g, sampler=sampler,
+                                            shape=shape, device=ctx.device)
+
+    yield from sampler_entries(ctx, "teacher-budget", gen_fn, float(summary["train_seconds"]))
 
 
 @register("imm")
@@ -41,9 +132,7 @@ def imm_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
     """IMM at every k in --steps, pushforward and restart (datasets without an IMM preset yield nothing)."""
     if ctx.dataset not in IMM_PRESETS:
         return
-    trainer = build_trainer(imm_config(ctx), progress=False)
-    summary = trainer.fit()
-    method, nets = trainer.method, {k: v.eval().requires_grad_(False) for k, v in trainer.ema.items()}
+    method, nets, secs = trained_imm(ctx)
     shape = data_shape(ctx.dataset)
     for sampler in ("pushforward", "restart"):
         for k in ctx.options.steps:
@@ -52,4 +141,4 @@ def imm_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
                                        sampler=sampler)
 
             yield ModelEntry(method="imm", sampler=sampler, steps=k, nfe=k, generate=generate,
-                             train_seconds=float(summary["train_seconds"]))
+                             train_seconds=secs, extra={"imm_options": method.config()})

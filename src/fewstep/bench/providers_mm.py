@@ -14,14 +14,12 @@ folders), e.g. for the posterior-vs-fresh re-noising ablation.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 from fewstep.bench.providers import teacher_config, trained_teacher
-from fewstep.bench.runner import BenchContext, ModelEntry, register
+from fewstep.bench.runner import BenchContext, ModelEntry, config_overrides, register
 from fewstep.build import ORACLE, build_distillation, data_shape, distill_config, oracle_net
 from fewstep.config import DistillConfig, MMCfg
 from fewstep.presets import quick_distill
@@ -60,18 +58,7 @@ def mm_config(ctx: BenchContext, method: str, k: int, teacher: str) -> DistillCo
 
 
 def _overrides(pairs: tuple[tuple[str, str], ...]) -> dict:
-    """``(field, JSON value)`` pairs -> MMCfg overrides; unknown fields or bad JSON are a clear error."""
-    fields = {f.name for f in dataclasses.fields(MMCfg)}
-    out = {}
-    for k, v in pairs:
-        if k not in fields or k in ("name", "mode", "steps"):
-            raise ValueError(f"--distill-set: {k!r} is not a settable MM option; choose from "
-                             f"{sorted(fields - {'name', 'mode', 'steps'})}")
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v  # a bare word, e.g. renoise=fresh
-    return out
+    return config_overrides(pairs, MMCfg, flag="--distill-set", fixed=("name", "mode", "steps"))
 
 
 def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:

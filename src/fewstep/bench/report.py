@@ -12,7 +12,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-BASELINES = ("data", "teacher", "oracle")
+BASELINES = ("data", "teacher", "oracle", "teacher-budget")
+"""Reference curves (not few-step models); ``teacher-budget`` is the teacher trained for IMM's wall-clock time."""
 
 
 def best_curve(rows: list[dict], metric: str, method: str = "teacher") -> list[tuple[int, float, float, str]]:
@@ -78,31 +79,40 @@ def _metric_table(rows: list[dict], metric: str) -> list[str]:
     return lines
 
 
+def _bases(r: dict, curves: dict[str, list]) -> list[str]:
+    """The curves a few-step row is compared with: the oracle's samplers for students of the exact oracle,
+    the same-wall-clock teacher (when present) and the trained teacher for models trained from scratch,
+    otherwise the trained teacher."""
+    if r.get("teacher") == "oracle" and curves["oracle"]:
+        return ["oracle"]
+    if r.get("teacher") is None and curves["teacher-budget"]:
+        return ["teacher-budget"] + (["teacher"] if curves["teacher"] else [])
+    return ["teacher"]
+
+
 def _student_table(rows: list[dict], metric: str) -> list[str]:
-    """Each few-step model against its own teacher's best-sampler curve: a student distilled from the exact
-    oracle (``teacher="oracle"``) is compared with the oracle's samplers when those rows exist."""
+    """Each few-step model against its reference's best-sampler curve (``_bases``)."""
     students = [r for r in rows if r["metric"] == metric and r["method"] not in BASELINES]
     if not students:
         return []
-    curves = {"teacher": best_curve(rows, metric), "oracle": best_curve(rows, metric, "oracle")}
-    lines = [f"Few-step models vs their teacher's best sampler (primary metric `{metric}`; acceleration = teacher "
+    curves = {m: best_curve(rows, metric, m) for m in ("teacher", "oracle", "teacher-budget")}
+    lines = [f"Few-step models vs a reference's best sampler (primary metric `{metric}`; acceleration = reference "
              "NFE reaching the same value / steps; students of the exact oracle are compared with the oracle's "
-             "samplers):", "",
-             "| method | teacher | sampler | steps | value | teacher best @ same NFE | ratio to teacher@max |"
-             " acceleration |", "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(students, key=lambda r: (r["method"], r.get("teacher") or "", r["steps"])):
-        base = "oracle" if r.get("teacher") == "oracle" and curves["oracle"] else "teacher"
-        curve = curves[base]
-        t_max = curve[-1][1] if curve else math.nan
-        tb = {n: (v, se, s) for n, v, se, s in curve}
-        same = tb.get(r["nfe"])
-        _, acc = acceleration(curve, r["value"], r.get("stderr") or 0.0, r["steps"],
-                              lower_is_better=r["lower_is_better"])
-        ratio = r["value"] / t_max if t_max not in (0.0,) and not math.isnan(t_max) else math.nan
-        tag = f"{base} {same[2]}" if base == "oracle" else same[2] if same else ""
-        lines.append(f"| {r['method']} | {r.get('teacher')} | {r['sampler']} | {r['steps']} | "
-                     f"{_fmt(r['value'], r.get('stderr'))} | "
-                     f"{_fmt(same[0], same[1]) + ' (' + tag + ')' if same else ''} | {ratio:.3g} | {acc} |")
+             "samplers, models trained from scratch with the teacher trained for the same wall-clock time "
+             "(`teacher-budget`) and with the full teacher):", "",
+             "| method | teacher | sampler | steps | value | vs | reference best @ same NFE | ratio to ref.@max |"
+             " acceleration |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(students, key=lambda r: (r["method"], r.get("teacher") or "", r["sampler"], r["steps"])):
+        for base in _bases(r, curves):
+            curve = curves[base]
+            t_max = curve[-1][1] if curve else math.nan
+            same = {n: (v, se, s) for n, v, se, s in curve}.get(r["nfe"])
+            _, acc = acceleration(curve, r["value"], r.get("stderr") or 0.0, r["steps"],
+                                  lower_is_better=r["lower_is_better"])
+            ratio = r["value"] / t_max if t_max not in (0.0,) and not math.isnan(t_max) else math.nan
+            lines.append(f"| {r['method']} | {r.get('teacher')} | {r['sampler']} | {r['steps']} | "
+                         f"{_fmt(r['value'], r.get('stderr'))} | {base} | "
+                         f"{_fmt(same[0], same[1]) + ' (' + same[2] + ')' if same else ''} | {ratio:.3g} | {acc} |")
     return lines + [""]
 
 

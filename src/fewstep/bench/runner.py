@@ -59,6 +59,8 @@ class BenchOptions:
     """Multiplies the distillations' length (None: ``train_scale``)."""
     distill_set: tuple[tuple[str, str], ...] = ()
     """(field, JSON value) overrides of the distillation method config (e.g. ``("renoise", '"fresh"')``)."""
+    imm_set: tuple[tuple[str, str], ...] = ()
+    """(field, JSON value) overrides of the IMM method config (e.g. ``("group_size", "8")``)."""
     distill_teachers: tuple[str, ...] = ("trained", "oracle")
     """Teachers the students distill from: the trained teacher and (gmm8d only) the exact oracle."""
     distill_seed: int | None = None
@@ -81,6 +83,24 @@ class ModelEntry:
     teacher: str | None = None
     train_seconds: float | None = None
     extra: dict = field(default_factory=dict)
+
+
+def config_overrides(pairs: tuple[tuple[str, str], ...], cls: type, *, flag: str,
+                     fixed: tuple[str, ...] = ("name",)) -> dict:
+    """``(field, JSON value)`` pairs -> overrides of the dataclass ``cls``; values that are not JSON are bare
+    words (``renoise=fresh``). Unknown or ``fixed`` fields are a clear error naming ``flag``."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(cls)} - set(fixed)
+    out = {}
+    for k, v in pairs:
+        if k not in fields:
+            raise ValueError(f"{flag}: {k!r} is not a settable option; choose from {sorted(fields)}")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
 
 
 @dataclass

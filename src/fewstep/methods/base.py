@@ -66,6 +66,10 @@ class Method(nn.Module, abc.ABC):
         """JSON-able description stored with checkpoints."""
         return {}
 
+    def set_progress(self, nimg: int, total_nimg: int) -> None:
+        """Called by the Trainer before every iteration with the samples seen so far and the run length (for
+        curricula; a pure function of ``nimg``, so resumed runs see the same values); default: nothing."""
+
     def method_state(self) -> dict:
         """Training state that lives outside the networks and optimizers (tensors and primitives only), saved
         in every checkpoint's ``train_state`` so that a resumed run continues exactly; default: none."""

@@ -14,6 +14,7 @@ with MMD^2 = M^-2 sum_{j,k} [k(y_t^j, y_t^k) + k(y_r^j, y_r^k) - 2 k(y_t^j, y_r^
 diagonal j = k is kept in all three sums; dropping the cross diagonal was measured harmful), the kernel
 
     laplace: exp(-w~ max(||a - b||, 1e-8) / D)   rbf: exp(-w~^2 ||a - b||^2 / D)   sqdist: -w~^2 ||a - b||^2 / D
+    energy: -w~ ||a - b|| / D  (the distance kernel: MMD^2 = energy distance, the D -> inf limit of laplace)
 
 with w~ = 1 / |c_out(s, t)| and D = ``dim_divisor`` (default: elements per sample), computed in float32, and
 
@@ -38,8 +39,9 @@ from fewstep.denoisers.imm import IMMMap, map_coefficients
 from fewstep.methods.base import Batch, LossOutput, Method, Phase
 from fewstep.processes.base import bcast
 
-Kernel = Literal["laplace", "rbf", "sqdist"]
-KERNELS = ("laplace", "rbf", "sqdist")
+Kernel = Literal["laplace", "rbf", "energy", "sqdist"]
+KERNELS = ("laplace", "rbf", "energy", "sqdist")
+Estimator = Literal["v", "u"]
 
 
 def r_of(s: Tensor, t: Tensor, schedule, *, k: int, eta_max: float = 160.0, eta_min: float = 0.0,
@@ -68,14 +70,19 @@ def imm_weight(schedule, t: Tensor, *, a: float = 1.0, b: float = 5.0) -> Tensor
 
 
 def group_mmd2(y_t: Tensor, y_r: Tensor, w_tilde: Tensor, *, kernel: Kernel = "laplace",
-               dim_divisor: float | None = None) -> Tensor:
+               dim_divisor: float | None = None, estimator: Estimator = "v") -> Tensor:
     """MMD^2 per group [G] of particles y_t, y_r [G, M, ...] with per-group kernel scale w_tilde [G] (float32).
 
-    The paper's V-statistic: every (j, k) pair, diagonals included.
+    ``estimator="v"``: the paper's V-statistic, every (j, k) pair, diagonals included; ``"u"``: the unbiased
+    U-statistic, j != k in all three sums (needs M >= 2).
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
+    if estimator not in ("v", "u"):
+        raise ValueError(f"unknown MMD estimator {estimator!r}; choose 'v' or 'u'")
     g, m = y_t.shape[:2]
+    if estimator == "u" and m < 2:
+        raise ValueError("the U-statistic needs at least two particles per group (group_size >= 2)")
     a, b = y_t.reshape(g, m, -1).float(), y_r.reshape(g, m, -1).float()
     d = float(a.shape[-1] if dim_divisor is None else dim_divisor)
     w = w_tilde.float()[:, None, None]
@@ -85,10 +92,16 @@ def group_mmd2(y_t: Tensor, y_r: Tensor, w_tilde: Tensor, *, kernel: Kernel = "l
         if kernel == "laplace":
             dist = diff.pow(2).sum(-1).clamp_min(1e-16).sqrt()  # = max(||.||, 1e-8), finite gradient at 0
             return torch.exp(-w * dist / d)
+        if kernel == "energy":
+            return -w * diff.pow(2).sum(-1).clamp_min(1e-16).sqrt() / d
         sq = diff.pow(2).sum(-1)
         return torch.exp(-(w**2) * sq / d) if kernel == "rbf" else -(w**2) * sq / d
 
-    return (k(a, a) + k(b, b) - 2.0 * k(a, b)).mean(dim=(1, 2))
+    terms = k(a, a) + k(b, b) - 2.0 * k(a, b)  # [G, M, M]
+    if estimator == "v":
+        return terms.mean(dim=(1, 2))
+    off = ~torch.eye(m, dtype=torch.bool, device=terms.device)
+    return terms[:, off].mean(dim=1)
 
 
 class InductiveMomentMatching(Method):
@@ -97,8 +110,11 @@ class InductiveMomentMatching(Method):
     Args:
         fmap: the map f_{s,t} (``IMMMap`` around a two-time backbone); trained as role ``model``.
         group_size: M particles per group (the batch must be a multiple). k: the r(s, t) mapping parameter.
+        k_end: if set, k moves linearly from ``k`` to ``k_end`` over training (a curriculum: coarse induction
+            steps early, small t - r gaps, hence a smaller paired-term bias, late).
         t_min, t_max: t ~ U(t_min, T) (spec: 0.006 for pixels / 0 for latents; T = 0.994 flow, 0.996 cosine).
-        eta_max, eta_min, min_gap: see ``r_of``. kernel, dim_divisor: see ``group_mmd2``.
+        eta_max, eta_min, min_gap: see ``r_of``. kernel, dim_divisor, estimator: see ``group_mmd2``.
+        bandwidth_floor: w~ = 1 / max(|c_out(s, t)|, bandwidth_floor * sigma_d) (0: the paper's 1 / |c_out|).
         weight_a, weight_b: a and b of w(s, t). conditional: feed batch labels to the backbone.
         sampler, two_step: defaults of ``generate`` (``pushforward`` | ``restart``; 2-step middle point
             ``eta`` = 1.4 or ``uniform``).
@@ -106,9 +122,10 @@ class InductiveMomentMatching(Method):
 
     def __init__(self, fmap: IMMMap, *, group_size: int = 4, k: int = 12, t_min: float = 0.0,
                  t_max: float | None = None, eta_max: float = 160.0, eta_min: float = 0.0, min_gap: float = 0.0,
-                 kernel: Kernel = "laplace", dim_divisor: float | None = None, weight_a: float = 1.0,
-                 weight_b: float = 5.0, conditional: bool = False, sampler: str = "pushforward",
-                 two_step: str = "eta") -> None:
+                 k_end: int | None = None, kernel: Kernel = "laplace", dim_divisor: float | None = None,
+                 bandwidth_floor: float = 0.0,
+                 estimator: Estimator = "v", weight_a: float = 1.0, weight_b: float = 5.0,
+                 conditional: bool = False, sampler: str = "pushforward", two_step: str = "eta") -> None:
         super().__init__()
         sched = fmap.schedule
         t_max = (0.994 if sched.name == "flow" else 0.996) if t_max is None else float(t_max)
@@ -118,9 +135,17 @@ class InductiveMomentMatching(Method):
             raise ValueError("the identity parametrisation needs t_min > 0")
         if int(group_size) != group_size or group_size < 1 or k < 0 or kernel not in KERNELS:
             raise ValueError(f"need group_size >= 1, k >= 0 and a known kernel, got {group_size}, {k}, {kernel}")
+        if estimator not in ("v", "u") or (estimator == "u" and group_size < 2):
+            raise ValueError(f"estimator must be 'v' or 'u' (u needs group_size >= 2), got {estimator!r}")
+        if k_end is not None and k_end < 0:
+            raise ValueError(f"k_end must be >= 0, got {k_end}")
         self.fmap, self.group_size, self.k = fmap, int(group_size), int(k)
+        self.k_start, self.k_end = int(k), None if k_end is None else int(k_end)
         self.t_min, self.t_max, self.eta_max, self.eta_min = float(t_min), t_max, float(eta_max), float(eta_min)
-        self.min_gap, self.kernel, self.dim_divisor = float(min_gap), kernel, dim_divisor
+        self.min_gap, self.kernel, self.dim_divisor, self.estimator = float(min_gap), kernel, dim_divisor, estimator
+        if bandwidth_floor < 0:
+            raise ValueError(f"bandwidth_floor must be >= 0, got {bandwidth_floor}")
+        self.bandwidth_floor = float(bandwidth_floor)
         self.weight_a, self.weight_b, self.conditional = float(weight_a), float(weight_b), conditional
         if sampler not in ("pushforward", "restart") or two_step not in ("eta", "uniform"):
             raise ValueError(f"unknown IMM sampler {sampler!r} or two-step grid {two_step!r}")
@@ -129,6 +154,12 @@ class InductiveMomentMatching(Method):
     @property
     def schedule(self):
         return self.fmap.schedule
+
+    def set_progress(self, nimg: int, total_nimg: int) -> None:
+        """The k curriculum: k goes linearly from ``k`` to ``k_end`` over training (rounded; off if k_end is None)."""
+        if self.k_end is not None:
+            frac = min(max(nimg / max(total_nimg, 1), 0.0), 1.0)
+            self.k = round(self.k_start + (self.k_end - self.k_start) * frac)
 
     def trainable(self) -> dict[str, nn.Module]:
         return {"model": self.fmap}
@@ -166,9 +197,9 @@ class InductiveMomentMatching(Method):
         with torch.no_grad():
             y_r = fmap(x_r, sp, rp, cond)
         _, c_out = map_coefficients(self.fmap.param, self.schedule, s, t, self.fmap.sigma_d)
-        w_tilde = 1.0 / c_out.abs().clamp_min(1e-12)
+        w_tilde = 1.0 / c_out.abs().clamp_min(max(self.bandwidth_floor * self.fmap.sigma_d, 1e-12))
         mmd2 = group_mmd2(y_t.reshape(g, m, *x.shape[1:]), y_r.reshape(g, m, *x.shape[1:]), w_tilde,
-                          kernel=self.kernel, dim_divisor=self.dim_divisor)
+                          kernel=self.kernel, dim_divisor=self.dim_divisor, estimator=self.estimator)
         w = imm_weight(self.schedule, t, a=self.weight_a, b=self.weight_b).float()
         loss = (w * mmd2).mean()
         return LossOutput(loss, {"mmd2": mmd2.detach().mean(), "gap_t_r": (t - r).mean().float()})
@@ -190,7 +221,8 @@ class InductiveMomentMatching(Method):
 
     def config(self) -> dict:
         return {"param": self.fmap.param, "second_time": self.fmap.second_time, "sigma_d": self.fmap.sigma_d,
-                "group_size": self.group_size, "k": self.k, "t_min": self.t_min, "t_max": self.t_max,
-                "eta_max": self.eta_max, "eta_min": self.eta_min, "min_gap": self.min_gap, "kernel": self.kernel,
-                "dim_divisor": self.dim_divisor, "weight_a": self.weight_a, "weight_b": self.weight_b,
+                "group_size": self.group_size, "k": self.k_start, "k_end": self.k_end, "t_min": self.t_min,
+                "t_max": self.t_max, "eta_max": self.eta_max, "eta_min": self.eta_min, "min_gap": self.min_gap,
+                "kernel": self.kernel, "dim_divisor": self.dim_divisor, "bandwidth_floor": self.bandwidth_floor,
+                "estimator": self.estimator, "weight_a": self.weight_a, "weight_b": self.weight_b,
                 "sampler": self.sampler, "two_step": self.two_step}

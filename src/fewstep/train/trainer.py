@@ -220,6 +220,7 @@ class Trainer:
         self._mark = (self.nimg, self.train_seconds)
         while True:
             batch = self._batch()
+            self.method.set_progress(self.nimg, self.total_nimg)
             for index, phase in enumerate(self.phases):
                 if iteration % phase.every == 0:
                     self._phase(index, phase, batch, wrapped)
