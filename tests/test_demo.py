@@ -19,4 +19,7 @@ def test_quick_demo_writes_report(tmp_path: Path):
     for method in ("mm-alternating", "mm-instant"):  # both MM variants are in the report, at 1 and 4 steps
         assert (tmp_path / "digits" / f"samples_digits8x8_{method}-trained_4.png").exists(), method
         assert f"| {method} | trained | student | 1 |" in (tmp_path / "toy" / "report.md").read_text(), method
+    for sampler in ("pushforward", "restart"):  # IMM trained from scratch, sampled in 1 and 4 steps
+        assert f"| imm | None | {sampler} | 4 |" in (tmp_path / "toy" / "report.md").read_text(), sampler
+        assert (tmp_path / "digits" / f"samples_digits8x8_imm-{sampler}_4.png").exists(), sampler
     assert (tmp_path / "report.md").read_text().startswith("# fewstep demo")

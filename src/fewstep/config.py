@@ -96,8 +96,8 @@ class IMMCfg:
     """The backbone's second time input: the target time s or the stride t - s."""
     group_size: int = 4
     """M particles per group sharing (s, r, t); the batch must be a multiple."""
-    k: int = 8
-    """r(s, t) mapping: eta(r) = eta(t) - (eta_max - eta_min) / 2^k (toy scale: 8; CIFAR 15, ImageNet 12)."""
+    k: int = 12
+    """r(s, t) mapping: eta(r) = eta(t) - (eta_max - eta_min) / 2^k (CIFAR 15, ImageNet 12; 12 on the toys)."""
     k_end: int | None = None
     """If set, k moves linearly from ``k`` to ``k_end`` over training (a curriculum)."""
     t_min: float = 0.0
@@ -116,8 +116,8 @@ class IMMCfg:
     """MMD estimator: the paper's V-statistic (diagonals kept) or the unbiased U-statistic."""
     weight_a: float = 1.0
     weight_b: float = 5.0
-    sampler: Literal["pushforward", "restart"] = "pushforward"
-    """Default sampler of ``fewstep sample`` and the bench."""
+    sampler: Literal["auto", "pushforward", "restart"] = "auto"
+    """Default sampler of ``fewstep sample``: auto = pushforward for 1-2 steps, restart for more."""
     two_step: Literal["eta", "uniform"] = "eta"
     """Middle point of the 2-step grid: eta = 1.4 (the paper) or half-way."""
 

@@ -1,10 +1,11 @@
 """``make demo`` / ``fewstep demo``: train small teachers on built-in data (2-D checkerboard, 8x8 digits),
 sample them at several step counts, distill them into 1- and 4-step Moment Matching students (alternating and
-instant), and write an illustrated report (Markdown + HTML).
+instant), train Inductive Moment Matching models from scratch (sampled in 1 and 4 steps), and write an
+illustrated report (Markdown + HTML).
 
 It reuses the benchmark harness with shorter training and fewer samples, so the demo's numbers are
 produced exactly like the benchmark's (but from smaller models; BENCHMARKS.md holds the full runs).
-Later methods (IMM, ...) add themselves to ``DEMO_METHODS``.
+Later methods add themselves to ``DEMO_METHODS``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from fewstep.bench.runner import BenchOptions, run_bench
 
-DEMO_METHODS: tuple[str, ...] = ("teacher", "mm-alternating", "mm-instant")
+DEMO_METHODS: tuple[str, ...] = ("teacher", "mm-alternating", "mm-instant", "imm")
 DEMO_NFE = (1, 2, 4, 8, 16, 64, 256)
 DEMO_STEPS = (1, 4)
 """Steps of the few-step students."""
@@ -39,7 +40,9 @@ def run_demo(out: Path, *, device: str = "auto", quick: bool = False) -> Path:
     md = [f"# fewstep demo ({time.perf_counter() - t0:.0f} s)", "",
           "Small Gaussian diffusion teachers trained on built-in data, sampled with ancestral and DDIM samplers "
           "at 1-256 network evaluations (NFE), then distilled into 1- and 4-step students by Moment Matching "
-          "(mm-alternating: with an auxiliary denoiser; mm-instant: parameter-space JVP through the teacher). "
+          "(mm-alternating: with an auxiliary denoiser; mm-instant: parameter-space JVP through the teacher); "
+          "imm is Inductive Moment Matching, a few-step model trained from scratch without a teacher "
+          "(pushforward and restart samplers). "
           "Fewer teacher steps are faster but worse; the students close that gap (see the acceleration table). "
           "Full-size numbers: BENCHMARKS.md.", ""]
     for suite, path in parts:

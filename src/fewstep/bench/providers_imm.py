@@ -25,7 +25,8 @@ from fewstep.build import build_trainer, data_shape
 from fewstep.config import IMMCfg, RunConfig
 from fewstep.presets import get_preset, quick
 
-IMM_PRESETS = {"gmm8d": "imm-gmm8d", "checkerboard2d": "imm-checkerboard", "spiral2d": "imm-spiral"}
+IMM_PRESETS = {"gmm8d": "imm-gmm8d", "checkerboard2d": "imm-checkerboard", "spiral2d": "imm-spiral",
+               "digits8x8": "imm-digits"}
 """The IMM preset ``fewstep bench`` trains for each dataset."""
 
 

@@ -202,8 +202,7 @@ def evaluate_entry(ev: DatasetEval, entry: ModelEntry, ctx: BenchContext, base: 
         if r == 0 and figure_dir is not None:
             from fewstep.bench.plots import save_samples
 
-            label = f"{entry.method}-{entry.sampler}" if entry.method in ("teacher", "oracle") else \
-                f"{entry.method}-{entry.teacher}" if entry.teacher else entry.method
+            label = f"{entry.method}-{entry.teacher}" if entry.teacher else f"{entry.method}-{entry.sampler}"
             save_samples(x, figure_dir / f"samples_{ev.name}_{label}_{entry.steps}.png",
                          title=f"{ev.name}: {label}, {entry.steps} steps")
     row = {**base, "method": entry.method, "process": entry.process, "teacher": entry.teacher,
