@@ -294,14 +294,6 @@ def test_sampler_purity_and_shapes() -> None:
     assert torch.equal(state, torch.random.get_rng_state())
     with pytest.raises(ValueError, match="sampler"):
         m.generate(8, steps=2, nets={"model": f}, generator=gen(13), shape=(3,), sampler="ancestral")
-    # the default "auto": pushforward for 1-2 steps, restart beyond
-    for steps, explicit in ((2, "pushforward"), (4, "restart")):
-        auto = m.generate(16, steps=steps, nets={"model": f}, generator=gen(14), shape=(3,))
-        other = "restart" if explicit == "pushforward" else "pushforward"
-        assert torch.equal(auto, m.generate(16, steps=steps, nets={"model": f}, generator=gen(14), shape=(3,),
-                                            sampler=explicit))
-        assert not torch.equal(auto, m.generate(16, steps=steps, nets={"model": f}, generator=gen(14), shape=(3,),
-                                                sampler=other))
 
 
 # ------------------------------------------------------------------------------------------- CLI end to end
@@ -323,7 +315,7 @@ def test_cli_train_imm_sample_and_reload(tmp_path, capsys) -> None:
     cfg = load_config(run)
     assert isinstance(cfg.method, IMMCfg) and cfg.method.k == 6
     _, method, nets = load_trained(run)
-    assert method.sampler == "auto" and set(nets) == {"model"}
+    assert method.sampler == "pushforward" and set(nets) == {"model"}
     assert main(cmd) == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["resumed"]
     assert main(["sample", "--run", str(run), "--steps", "1,2", "--n", "32", "--device", "cpu"]) == 0
     x = load_file(run / "samples" / "samples_2.safetensors")["x"]

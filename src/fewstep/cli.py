@@ -167,8 +167,8 @@ class SampleArgs:
     """Run folder written by 'fewstep train'."""
     steps: str | None = None
     """Comma-separated step counts (default 1,2,4,8,16,64; for a distilled student its own k)."""
-    sampler: Literal["ancestral", "ddim", "euler", "heun", "auto", "pushforward", "restart"] | None = None
-    """Teacher samplers (default ancestral) or IMM's auto / pushforward / restart (default: the run's)."""
+    sampler: Literal["ancestral", "ddim", "euler", "heun", "pushforward", "restart"] | None = None
+    """Teacher samplers (default ancestral) or IMM's pushforward / restart (default: the run's)."""
     grid: Literal["uniform", "edm", "logsnr"] = "uniform"
     n: int = 1024
     """Samples per step count."""
@@ -197,11 +197,11 @@ def cmd_sample(argv: list[str]) -> int:
         raise SystemExit(f"error: {e}") from None
     student_k = getattr(method, "k", None) if getattr(method, "sampler", None) == "student" else None
     steps = _parse_steps(a.steps or (str(student_k) if student_k else "1,2,4,8,16,64"))
-    imm_samplers = ("auto", "pushforward", "restart")
+    imm_samplers = ("pushforward", "restart")
     imm = getattr(method, "sampler", None) in imm_samplers
     sampler = "student" if student_k else a.sampler or (method.sampler if imm else "ancestral")
     if imm != (sampler in imm_samplers) and not student_k:
-        kinds = "IMM: auto, pushforward or restart" if imm else "a diffusion teacher: ancestral, ddim, ..."
+        kinds = "IMM: pushforward or restart" if imm else "a diffusion teacher: ancestral, ddim, ..."
         raise SystemExit(f"error: sampler {sampler!r} does not apply to this run ({kinds})")
     if student_k and any(k != student_k for k in steps):
         print(f"note: this student was distilled for {student_k} steps; other step counts run its sampler on a "

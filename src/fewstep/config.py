@@ -116,8 +116,9 @@ class IMMCfg:
     """MMD estimator: the paper's V-statistic (diagonals kept) or the unbiased U-statistic."""
     weight_a: float = 1.0
     weight_b: float = 5.0
-    sampler: Literal["auto", "pushforward", "restart"] = "auto"
-    """Default sampler of ``fewstep sample``: auto = pushforward for 1-2 steps, restart for more."""
+    sampler: Literal["pushforward", "restart"] = "pushforward"
+    """Default sampler of ``fewstep sample`` (restart is better at >= 4 steps on the 2-D toys, pushforward on
+    digits; BENCHMARKS.md)."""
     two_step: Literal["eta", "uniform"] = "eta"
     """Middle point of the 2-step grid: eta = 1.4 (the paper) or half-way."""
 

@@ -42,9 +42,7 @@ from fewstep.processes.base import bcast
 Kernel = Literal["laplace", "rbf", "energy", "sqdist"]
 KERNELS = ("laplace", "rbf", "energy", "sqdist")
 Estimator = Literal["v", "u"]
-IMM_SAMPLERS = ("auto", "pushforward", "restart")
-"""``auto``: pushforward for 1-2 steps, restart for more (pushforward compounds the maps' errors; see
-``samplers.imm``)."""
+IMM_SAMPLERS = ("pushforward", "restart")
 
 
 def r_of(s: Tensor, t: Tensor, schedule, *, k: int, eta_max: float = 160.0, eta_min: float = 0.0,
@@ -119,8 +117,7 @@ class InductiveMomentMatching(Method):
         eta_max, eta_min, min_gap: see ``r_of``. kernel, dim_divisor, estimator: see ``group_mmd2``.
         bandwidth_floor: w~ = 1 / max(|c_out(s, t)|, bandwidth_floor * sigma_d) (0: the paper's 1 / |c_out|).
         weight_a, weight_b: a and b of w(s, t). conditional: feed batch labels to the backbone.
-        sampler, two_step: defaults of ``generate`` (``auto`` = pushforward up to 2 steps, restart beyond |
-            ``pushforward`` | ``restart``; 2-step middle point
+        sampler, two_step: defaults of ``generate`` (``pushforward`` | ``restart``; 2-step middle point
             ``eta`` = 1.4 or ``uniform``).
     """
 
@@ -129,7 +126,7 @@ class InductiveMomentMatching(Method):
                  k_end: int | None = None, kernel: Kernel = "laplace", dim_divisor: float | None = None,
                  bandwidth_floor: float = 0.0,
                  estimator: Estimator = "v", weight_a: float = 1.0, weight_b: float = 5.0,
-                 conditional: bool = False, sampler: str = "auto", two_step: str = "eta") -> None:
+                 conditional: bool = False, sampler: str = "pushforward", two_step: str = "eta") -> None:
         super().__init__()
         sched = fmap.schedule
         t_max = (0.994 if sched.name == "flow" else 0.996) if t_max is None else float(t_max)
@@ -220,11 +217,8 @@ class InductiveMomentMatching(Method):
         kind = "edm" if options.get("grid") == "edm" else "uniform"
         grid = imm_grid(steps, self.schedule, t_max=self.t_max, t_min=self.t_min, two_step=self.two_step,
                         kind=kind)
-        sampler = sampler or self.sampler
-        if sampler == "auto":
-            sampler = "pushforward" if steps <= 2 else "restart"
-        return sample_imm(nets["model"], (n, *shape), grid, generator=generator, sampler=sampler, device=device,
-                          cond=cond)
+        return sample_imm(nets["model"], (n, *shape), grid, generator=generator, sampler=sampler or self.sampler,
+                          device=device, cond=cond)
 
     def config(self) -> dict:
         return {"param": self.fmap.param, "second_time": self.fmap.second_time, "sigma_d": self.fmap.sigma_d,
