@@ -42,7 +42,8 @@ def main() -> None:
             v = variant(r.get("imm_options") or {})
             key = (r["dataset"], r["metric"], v, r["sampler"])
             se = r.get("stderr")
-            cells[key][r["steps"]] = f"{r['value']:.4g}" + (f" ± {se:.1g}" if se else "")
+            val = f"{r['value']:.4f}" if abs(r["value"]) < 1 else f"{r['value']:.4g}"
+            cells[key][r["steps"]] = val + (f" ± {se:.1g}" if se else "")
             steps_of[r["dataset"]].add(r["steps"])
             arrows[r["metric"]] = "↓" if r["lower_is_better"] else "↑"
     for metric in args.metrics.split(","):
@@ -51,7 +52,7 @@ def main() -> None:
             if not keys:
                 continue
             steps = sorted(steps_of[dataset])
-            print(f"\n### {dataset}: `{metric}` {arrows[metric]}\n")
+            print(f"\n#### {dataset}: `{metric}` {arrows[metric]}\n")
             print("| variant | sampler | " + " | ".join(f"{k} step{'s' if k > 1 else ''}" for k in steps) + " |")
             print("|---|---|" + "---|" * len(steps))
             for k in sorted(keys, key=lambda k: (k[2] != "default", k[2], k[3])):
