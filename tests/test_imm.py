@@ -363,5 +363,5 @@ def test_imm_set_overrides_name_the_run_and_reject_unknown_fields(tmp_path) -> N
     cfg = imm_config(ctx((("group_size", "8"), ("kernel", "rbf"))))
     assert (cfg.method.group_size, cfg.method.kernel) == (8, "rbf")
     assert cfg.run_dir.endswith("imm-spiral-group_size=8-kernel=rbf")
-    with pytest.raises(ValueError, match="--imm-set: 'bandwidth' is not a settable option"):
+    with pytest.raises(ValueError, match="--imm-set: 'bandwidth' is not a settable IMM option"):
         imm_config(ctx((("bandwidth", "2"),)))

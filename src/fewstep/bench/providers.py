@@ -50,7 +50,7 @@ def trained_teacher(ctx: BenchContext):
 
 
 def sampler_entries(ctx: BenchContext, method_name: str, gen_fn, train_seconds: float | None,
-                     teacher: str | None = None) -> Iterator[ModelEntry]:
+                    teacher: str | None = None) -> Iterator[ModelEntry]:
     for sampler in ctx.options.samplers:
         for n in ctx.options.teacher_nfe:
             steps = n if sampler != "heun" else (n + 1) // 2

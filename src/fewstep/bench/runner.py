@@ -95,7 +95,8 @@ def config_overrides(pairs: tuple[tuple[str, str], ...], cls: type, *, flag: str
     out = {}
     for k, v in pairs:
         if k not in fields:
-            raise ValueError(f"{flag}: {k!r} is not a settable option; choose from {sorted(fields)}")
+            kind = cls.__name__.removesuffix("Cfg")
+            raise ValueError(f"{flag}: {k!r} is not a settable {kind} option; choose from {sorted(fields)}")
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:

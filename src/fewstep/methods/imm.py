@@ -24,6 +24,13 @@ Times and coefficients are float64. The weight is evaluated with t clamped into 
 t = 0). With ``min_gap`` > 0, r = max(s, min(t - min_gap, r_eta)) keeps t - r resolvable (the spec's fp16 fix).
 
 Samplers (``samplers.imm``): pushforward and restart on the spec's grids; ``generate`` uses them.
+
+What we measured (BENCHMARKS.md, IMM diagnosis): the V-statistic's expectation is (M-1)/M MMD^2 + (2/M)
+E[k(y,y) - k(y_t^j, y_r^j)], a population MMD plus a *paired* consistency term between particles sharing (x, eps).
+The paired term carries most of the training signal (the unbiased ``estimator="u"`` fails) but pulls f_{s,t}(x_t)
+towards a point estimate of the random target f_{s,r}(x_r), a contraction whose bias grows with the gap t - r:
+k = 8 (large gaps) gave under-dispersed samples, k = 12 fixes most of it. Chained pushforward steps compound the
+maps' errors on 2-D toys; the restart sampler does not.
 """
 
 from __future__ import annotations
