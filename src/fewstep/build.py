@@ -36,8 +36,12 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_data(cfg: DataCfg) -> DataSource:
-    """A position-addressable training source for ``cfg.name``."""
+    """A position-addressable training source for ``cfg.name`` (token data: ``build_discrete``)."""
+    from fewstep.build_discrete import build_token_data, is_token_data, resolve_data
     from fewstep.data import toys
+
+    if is_token_data(cfg):
+        return build_token_data(resolve_data(cfg))
 
     if cfg.name == "gmm8d":
         gmm = toys.make_gmm8d()
@@ -82,8 +86,13 @@ def build_denoiser(cfg: RunConfig | DistillConfig, shape: tuple[int, ...]) -> Ga
 
 
 def build_method(cfg: RunConfig, shape: tuple[int, ...]):
-    """The training method of ``cfg``: a ``GaussianDiffusion`` teacher or ``InductiveMomentMatching``."""
+    """The training method of ``cfg``: a ``GaussianDiffusion`` teacher, ``InductiveMomentMatching``, or a
+    masked / uniform ``DiscreteDiffusion`` teacher (``build_discrete``; ``shape`` is then unused)."""
+    from fewstep.build_discrete import build_discrete_method, is_discrete
+
     m = cfg.method
+    if is_discrete(cfg):
+        return build_discrete_method(cfg)
     if isinstance(m, IMMCfg):
         return build_imm(cfg, shape)
     return GaussianDiffusion(build_denoiser(cfg, shape), weighting=m.weighting, time_sampling=m.time_sampling,
@@ -118,8 +127,13 @@ def seeded_init(make, seed: int):
 def build_trainer(cfg: RunConfig, *, allow_config_change: bool = False, progress: bool = True,
                   data: DataSource | None = None):
     """A ready-to-fit Trainer for ``cfg`` (data, method and optimisation from the config)."""
+    from fewstep.build_discrete import TOKEN_DATASETS, is_discrete, resolve_data
     from fewstep.train.trainer import Trainer
 
+    if is_discrete(cfg) != (cfg.data.name in TOKEN_DATASETS):
+        raise ValueError(f"--method {cfg.method.name} does not train on {cfg.data.name}: the discrete methods "
+                         f"(mdlm, uniform) take token data ({', '.join(TOKEN_DATASETS)}), the others continuous data")
+    cfg = replace(cfg, data=resolve_data(cfg.data))
     if isinstance(cfg.method, IMMCfg) and cfg.train.batch_size % cfg.method.group_size:
         raise ValueError(f"IMM needs a batch of whole groups: train.batch_size {cfg.train.batch_size} is not a "
                          f"multiple of method.group_size {cfg.method.group_size}")
@@ -147,13 +161,20 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu"):
     cfg = load_any_config(run_dir)
     if isinstance(cfg, DistillConfig):
         return _load_distilled(run_dir, cfg, ema=ema, device=device)
-    method = build_method(cfg, data_shape(cfg.data.name))
+    method = build_method(cfg, sample_shape(cfg.data))
     nets = {}
     for role, module in method.trainable().items():
         state, _ = load_weights(find_weights(run_dir, role, ema=ema))
         module.load_state_dict(state)
         nets[role] = module.to(device).eval().requires_grad_(False)
     return cfg, method, nets
+
+
+def sample_shape(cfg: DataCfg) -> tuple[int, ...]:
+    """Sample shape (without batch) of a data config: (length,) for token data."""
+    from fewstep.build_discrete import is_token_data
+
+    return (2 if cfg.name == "grid2d" else cfg.length,) if is_token_data(cfg) else data_shape(cfg.name)
 
 
 def data_shape(name: str) -> tuple[int, ...]:

@@ -26,7 +26,8 @@ USAGE = """usage: fewstep {train,distill,sample,eval,bench,report,demo,info} [--
           --steps 4 --dry-run)
   sample  draw samples from a trained (or distilled) run at several step counts
   eval    metrics of saved samples against a dataset
-  bench   run a benchmark suite (toy, digits, mnist) and write results.jsonl, report.md, figures
+  bench   run a benchmark suite (toy, digits, mnist, text-hmm, grid2d, text-char) and write results.jsonl,
+          report.md, figures
   report  re-derive report.md and figures from a results.jsonl
   demo    train small models on built-in data and write an illustrated report (~10 min on 2 CPU cores)
   info    version, presets, devices
@@ -167,8 +168,9 @@ class SampleArgs:
     """Run folder written by 'fewstep train'."""
     steps: str | None = None
     """Comma-separated step counts (default 1,2,4,8,16,64; for a distilled student its own k)."""
-    sampler: Literal["ancestral", "ddim", "euler", "heun", "pushforward", "restart"] | None = None
-    """Teacher samplers (default ancestral) or IMM's pushforward / restart (default: the run's)."""
+    sampler: Literal["ancestral", "ddim", "euler", "heun", "pushforward", "restart", "greedy"] | None = None
+    """Teacher samplers (default ancestral) or IMM's pushforward / restart (default: the run's); discrete
+    teachers: ancestral or greedy (greedy last step)."""
     grid: Literal["uniform", "edm", "logsnr"] = "uniform"
     n: int = 1024
     """Samples per step count."""
@@ -195,6 +197,10 @@ def cmd_sample(argv: list[str]) -> int:
         cfg, method, nets = load_trained(a.run, ema=a.ema, device=str(device))
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
+    from fewstep.build_discrete import is_token_data
+
+    if is_token_data(cfg.data):
+        return _sample_tokens(a, cfg, method, nets, device)
     student_k = getattr(method, "k", None) if getattr(method, "sampler", None) == "student" else None
     steps = _parse_steps(a.steps or (str(student_k) if student_k else "1,2,4,8,16,64"))
     imm_samplers = ("pushforward", "restart")
@@ -218,6 +224,40 @@ def cmd_sample(argv: list[str]) -> int:
                   metadata={"steps": str(k), "sampler": sampler, "seed": str(a.seed), "run": a.run})
         save_samples(x.cpu(), out / f"samples_{k}.png", title=f"{cfg.data.name}: {sampler}, {k} steps")
         print(f"steps={k}: {a.n} samples in {dt:.2f}s -> {path}")
+    return 0
+
+
+def _sample_tokens(a: SampleArgs, cfg, method, nets, device) -> int:
+    """``fewstep sample`` of a discrete run: int64 tokens (.safetensors) and a .txt (decoded for text-char)."""
+    import time
+
+    from safetensors.torch import save_file
+
+    from fewstep.data.source import seeded
+
+    sampler = a.sampler or "ancestral"
+    if sampler not in ("ancestral", "greedy"):
+        raise SystemExit(f"error: sampler {sampler!r} does not apply to a discrete teacher (ancestral or greedy)")
+    decode = None
+    if cfg.data.name == "text-char":
+        from fewstep.build_discrete import char_data
+
+        decode = char_data(cfg.data)[2].decode
+    out = Path(a.out) if a.out else Path(a.run) / "samples"
+    out.mkdir(parents=True, exist_ok=True)
+    for k in _parse_steps(a.steps or "1,4,16,64,256,1024"):
+        t0 = time.perf_counter()
+        x, stats = method.generate(a.n, steps=k, nets=nets, generator=seeded(a.seed, k),
+                                   final="greedy" if sampler == "greedy" else "ancestral", device=device,
+                                   return_stats=True)
+        dt = time.perf_counter() - t0
+        path = out / f"samples_{k}.safetensors"
+        save_file({"x": x.cpu().contiguous()}, str(path),
+                  metadata={"steps": str(k), "sampler": sampler, "seed": str(a.seed), "run": a.run,
+                            "nfe_spent": str(stats["nfe"])})
+        rows = decode(x[:32]) if decode else [" ".join(map(str, r.tolist())) for r in x[:32]]
+        (out / f"samples_{k}.txt").write_text("\n\n".join(rows) + "\n")
+        print(f"steps={k}: {a.n} samples in {dt:.2f}s ({stats['nfe']:.1f} network evaluations per sample) -> {path}")
     return 0
 
 
@@ -253,7 +293,7 @@ def cmd_eval(argv: list[str]) -> int:
 class BenchArgs:
     """Run a benchmark suite (spec/benchmarks.md)."""
 
-    suite: tyro.conf.Positional[Literal["toy", "digits", "mnist"]]
+    suite: tyro.conf.Positional[Literal["toy", "digits", "mnist", "text-hmm", "grid2d", "text-char"]]
     """Suite name."""
     methods: str = "teacher,oracle"
     steps: str = "1,2,4,8"
@@ -270,7 +310,8 @@ class BenchArgs:
     """Comma-separated subset of the suite's datasets."""
     runs_dir: str | None = None
     teacher_preset: str | None = None
-    """Override teacher presets, e.g. 'digits8x8=digits-unet' (comma-separated dataset=preset pairs)."""
+    """Override teacher presets, e.g. 'digits8x8=digits-unet' (comma-separated dataset=preset pairs; discrete
+    suites: 'hmm-v32-l64/masked=PRESET')."""
     train_scale: float = 1.0
     """Multiply the teacher presets' training length."""
     distill_scale: float | None = None
@@ -287,6 +328,12 @@ class BenchArgs:
     """Training seed of the distilled students (default: the config's)."""
     n_samples: int | None = None
     """Generated samples per repeat (default: the suite's)."""
+    processes: str = "masked,uniform"
+    """Discrete suites: noise processes whose teachers are trained and sampled."""
+    discrete_samplers: str = "ancestral"
+    """Discrete suites: teacher samplers (ancestral, greedy)."""
+    max_row_evals: int = 1_000_000
+    """Discrete suites: cap on network row evaluations per uncached configuration (fewer samples at high NFE)."""
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -302,6 +349,8 @@ def cmd_bench(argv: list[str]) -> int:
         distill_set=_pairs(a.distill_set, "field=value"), imm_set=_pairs(a.imm_set, "field=value"),
         distill_seed=a.distill_seed,
         distill_teachers=tuple(t for t in a.distill_teachers.split(",") if t), n_samples=a.n_samples,
+        processes=tuple(p for p in a.processes.split(",") if p),
+        discrete_samplers=tuple(p for p in a.discrete_samplers.split(",") if p), max_row_evals=a.max_row_evals,
         command="fewstep bench " + shlex.join(argv))
     try:
         run_bench(with_defaults(opts))

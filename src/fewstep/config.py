@@ -23,12 +23,25 @@ from typing import Any, Literal
 class DataCfg:
     """Training data."""
 
-    name: Literal["gmm8d", "checkerboard2d", "spiral2d", "digits8x8", "mnist", "fashion_mnist"] = "checkerboard2d"
-    """Dataset name."""
+    name: Literal["gmm8d", "checkerboard2d", "spiral2d", "digits8x8", "mnist", "fashion_mnist", "text-hmm",
+                  "grid2d", "text-char", "text-bpe"] = "checkerboard2d"
+    """Dataset name (the last four are token data for the discrete processes)."""
     root: str | None = None
-    """Folder with the IDX files (MNIST / Fashion-MNIST only); see scripts/get_resources.sh."""
+    """MNIST / Fashion-MNIST: folder with the IDX files; text-char: the text file (default: Tiny Shakespeare
+    found by ``data.text.find_tinyshakespeare``); text-bpe: a text file or a folder of .txt files (tokenised once
+    to a memmap cache). See scripts/get_resources.sh."""
     split: Literal["train", "all"] = "train"
     """digits8x8: train on the fixed training half (the other half is the fd_digits reference) or on all."""
+    length: int = 64
+    """Tokens per sample (text-hmm, text-char, text-bpe; grid2d is always 2)."""
+    vocab: int = 32
+    """Vocabulary of text-hmm (text-char / text-bpe / grid2d: set from the data)."""
+    states: int = 16
+    """Hidden states of text-hmm."""
+    concentration: float = 0.05
+    """Dirichlet concentration of the text-hmm transition and emission rows (smaller: sparser, more context)."""
+    grid: Literal["checkerboard", "spiral", "rings"] = "checkerboard"
+    """Joint table of grid2d."""
 
 
 @dataclass(frozen=True)
@@ -47,14 +60,18 @@ class ProcessCfg:
 class NetCfg:
     """Backbone and its x0 parametrisation."""
 
-    kind: Literal["mlp", "unet"] = "mlp"
-    """Backbone: residual MLP (vectors) or U-Net (images)."""
+    kind: Literal["mlp", "unet", "text_dit"] = "mlp"
+    """Backbone: residual MLP (vectors), U-Net (images) or a bidirectional token transformer (text_dit)."""
     parametrization: Literal["edm", "x0", "eps", "v", "velocity"] = "edm"
     """What the backbone predicts; the Denoiser always returns x0."""
     width: int = 256
-    """MLP hidden width."""
+    """MLP hidden width; text_dit model width."""
     depth: int = 3
-    """MLP residual blocks."""
+    """MLP residual blocks; text_dit transformer blocks."""
+    heads: int = 4
+    """text_dit attention heads."""
+    time_conditioned: bool = True
+    """text_dit: adaLN time conditioning (False: a time-free denoiser, which masked samplers can cache)."""
     base: int = 32
     """U-Net channels at full resolution."""
     mults: tuple[int, ...] = (1, 2)
@@ -123,7 +140,28 @@ class IMMCfg:
     """Middle point of the 2-step grid: eta = 1.4 (the paper) or half-way."""
 
 
-METHOD_CFGS: dict[str, type] = {"diffusion": DiffusionCfg, "imm": IMMCfg}
+@dataclass(frozen=True)
+class MDLMCfg:
+    """Masked (absorbing-state) discrete diffusion teacher, MDLM (spec/discrete.md section 1)."""
+
+    name: Literal["mdlm"] = "mdlm"
+    schedule: Literal["log-linear", "cosine"] = "log-linear"
+    """Keep probability alpha(t)."""
+    t_min: float = 1e-3
+    t_max: float = 1.0
+
+
+@dataclass(frozen=True)
+class UniformCfg:
+    """Uniform-state discrete diffusion teacher, Duo / UDLM (spec/discrete.md section 2)."""
+
+    name: Literal["uniform"] = "uniform"
+    schedule: Literal["log-linear", "cosine"] = "log-linear"
+    t_min: float = 1e-3
+    t_max: float = 1.0 - 1e-3
+
+
+METHOD_CFGS: dict[str, type] = {"diffusion": DiffusionCfg, "imm": IMMCfg, "mdlm": MDLMCfg, "uniform": UniformCfg}
 """Training-method configs of ``RunConfig.method`` by their ``name``."""
 
 
@@ -166,8 +204,9 @@ class RunConfig:
     data: DataCfg = field(default_factory=DataCfg)
     process: ProcessCfg = field(default_factory=ProcessCfg)
     net: NetCfg = field(default_factory=NetCfg)
-    method: DiffusionCfg | IMMCfg = field(default_factory=DiffusionCfg)
-    """The training method: a diffusion teacher or IMM (``fewstep train --method diffusion|imm``)."""
+    method: DiffusionCfg | IMMCfg | MDLMCfg | UniformCfg = field(default_factory=DiffusionCfg)
+    """The training method: a Gaussian diffusion teacher, IMM, or a masked / uniform discrete teacher
+    (``fewstep train --method diffusion|imm|mdlm|uniform``)."""
     train: TrainCfg = field(default_factory=TrainCfg)
     run_dir: str = "runs/default"
     """Output folder; re-running the same command resumes from its latest checkpoint."""

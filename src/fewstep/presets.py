@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from fewstep.config import DataCfg, DiffusionCfg, DistillConfig, IMMCfg, NetCfg, ProcessCfg, RunConfig, TrainCfg
+from fewstep.config import (
+    DataCfg,
+    DiffusionCfg,
+    DistillConfig,
+    IMMCfg,
+    MDLMCfg,
+    NetCfg,
+    ProcessCfg,
+    RunConfig,
+    TrainCfg,
+    UniformCfg,
+)
 
 _TOY_TRAIN = TrainCfg(total_nimg=2_000_000, batch_size=512, lr=1e-3, warmup_nimg=50_000, lr_decay="cosine",
                       ema_halflife_nimg=50_000, ckpt_every_nimg=1_000_000, log_every_nimg=250_000)
@@ -34,6 +45,28 @@ _MNIST = RunConfig(
     train=TrainCfg(total_nimg=20_000_000, batch_size=256, lr=2e-4, warmup_nimg=200_000, lr_decay="cosine",
                    ema_halflife_nimg=500_000, ckpt_every_nimg=2_000_000, log_every_nimg=200_000),
     run_dir="runs/mnist-teacher")
+
+
+_TEXT_TRAIN = TrainCfg(total_nimg=512_000, batch_size=128, lr=1e-3, warmup_nimg=12_800, lr_decay="cosine",
+                       lr_final_ratio=0.05, grad_clip=1.0, ema_halflife_nimg=20_000, ckpt_every_nimg=128_000,
+                       log_every_nimg=25_600)
+"""Discrete teachers on the CPU suites: 4k steps of batch 128, AdamW 1e-3 with cosine decay, EMA half-life 20k
+samples (the OWT constants of the papers do not transfer to toy scale; spec/discrete.md section 9)."""
+
+
+def _discrete(data: DataCfg, process: str, net: NetCfg, train: TrainCfg, name: str) -> RunConfig:
+    """A masked (MDLM, time-free net so samplers can cache) or uniform (time-conditioned) teacher."""
+    method = MDLMCfg() if process == "masked" else UniformCfg()
+    net = replace(net, kind="text_dit", time_conditioned=process != "masked")
+    return RunConfig(data=data, net=net, method=method, train=train, run_dir=f"runs/{name}")
+
+
+_HMM = DataCfg(name="text-hmm", vocab=32, length=64, states=16, concentration=0.05)
+_HMM_NET = NetCfg(kind="text_dit", width=128, depth=4, heads=4)
+_GRID = DataCfg(name="grid2d", length=2)
+_GRID_NET = NetCfg(kind="text_dit", width=128, depth=2, heads=4)
+_CHAR = DataCfg(name="text-char", length=128)
+_CHAR_NET = NetCfg(kind="text_dit", width=128, depth=4, heads=4)
 
 
 def _toy(name: str, sigma_data: float) -> RunConfig:
@@ -71,6 +104,15 @@ PRESETS: dict[str, RunConfig] = {
     "mnist-short": replace(_MNIST, train=replace(_MNIST.train, total_nimg=1_500_000, lr=4e-4, warmup_nimg=50_000,
                                                   ema_halflife_nimg=100_000, ckpt_every_nimg=500_000,
                                                   log_every_nimg=100_000), run_dir="runs/mnist-short-teacher"),
+    # discrete teachers (spec/discrete.md sections 1-2; benchmarks.md text-hmm, grid2d, text-char)
+    "hmm-mdlm": _discrete(_HMM, "masked", _HMM_NET, _TEXT_TRAIN, "hmm-mdlm"),
+    "hmm-uniform": _discrete(_HMM, "uniform", _HMM_NET, _TEXT_TRAIN, "hmm-uniform"),
+    "grid2d-mdlm": _discrete(_GRID, "masked", _GRID_NET, replace(_TEXT_TRAIN, batch_size=512, total_nimg=1_024_000),
+                             "grid2d-mdlm"),
+    "grid2d-uniform": _discrete(_GRID, "uniform", _GRID_NET,
+                                replace(_TEXT_TRAIN, batch_size=512, total_nimg=1_024_000), "grid2d-uniform"),
+    "shakespeare-mdlm": _discrete(_CHAR, "masked", _CHAR_NET, _TEXT_TRAIN, "shakespeare-mdlm"),
+    "shakespeare-uniform": _discrete(_CHAR, "uniform", _CHAR_NET, _TEXT_TRAIN, "shakespeare-uniform"),
     "tiny": RunConfig(
         data=DataCfg(name="checkerboard2d"), net=NetCfg(kind="mlp", width=32, depth=1),
         train=TrainCfg(total_nimg=2048, batch_size=256, warmup_nimg=0, ema_halflife_nimg=1000,

@@ -64,9 +64,12 @@ def quality_vs_nfe(rows: list[dict], metric: str, path: Path, *, title: str = ""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     rs = [r for r in rows if r["metric"] == metric]
-    for key in dict.fromkeys((r["method"], r["sampler"], r.get("teacher")) for r in rs if r["method"] != "data"):
-        pts = sorted((r["nfe"], r["value"], r.get("stderr") or 0.0) for r in rs
-                     if (r["method"], r["sampler"], r.get("teacher")) == key)
+    def key_of(r: dict) -> tuple:
+        proc = r.get("process")
+        return r["method"], r["sampler"], r.get("teacher"), proc if proc in ("masked", "uniform") else None
+
+    for key in dict.fromkeys(key_of(r) for r in rs if r["method"] != "data"):
+        pts = sorted((r["nfe"], r["value"], r.get("stderr") or 0.0) for r in rs if key_of(r) == key)
         label = "/".join(str(k) for k in key if k)
         ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o", ms=3,
                     capsize=2, label=label)

@@ -60,7 +60,15 @@ def sampler_entries(ctx: BenchContext, method_name: str, gen_fn, train_seconds: 
 
 @register("teacher")
 def teacher_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
-    """The trained teacher with every sampler at every teacher NFE."""
+    """The trained teacher with every sampler at every teacher NFE (discrete suites: one teacher per process,
+    ``providers_discrete``)."""
+    from fewstep.bench.suites_text import TEXT_BENCH_DATA
+
+    if ctx.dataset in TEXT_BENCH_DATA:
+        from fewstep.bench.providers_discrete import discrete_teacher_entries
+
+        yield from discrete_teacher_entries(ctx)
+        return
     method, nets, secs = trained_teacher(ctx)
     shape = data_shape(ctx.dataset)
 

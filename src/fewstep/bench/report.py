@@ -16,11 +16,13 @@ BASELINES = ("data", "teacher", "oracle", "teacher-budget")
 """Reference curves (not few-step models); ``teacher-budget`` is the teacher trained for IMM's wall-clock time."""
 
 
-def best_curve(rows: list[dict], metric: str, method: str = "teacher") -> list[tuple[int, float, float, str]]:
-    """[(nfe, value, stderr, sampler)] of ``method``'s best sampler at each NFE, sorted by NFE."""
+def best_curve(rows: list[dict], metric: str, method: str = "teacher",
+               process: str | None = None) -> list[tuple[int, float, float, str]]:
+    """[(nfe, value, stderr, sampler)] of ``method``'s best sampler at each NFE, sorted by NFE (rows of
+    ``process`` only, when given: discrete suites have a masked and a uniform teacher)."""
     by_nfe: dict[int, list[dict]] = defaultdict(list)
     for r in rows:
-        if r["method"] == method and r["metric"] == metric:
+        if r["method"] == method and r["metric"] == metric and process in (None, r.get("process")):
             by_nfe[r["nfe"]].append(r)
     out = []
     for n in sorted(by_nfe):
@@ -63,19 +65,24 @@ def _fmt(v: float | None, se: float | None) -> str:
 def _metric_table(rows: list[dict], metric: str) -> list[str]:
     rs = [r for r in rows if r["metric"] == metric]
     nfes = sorted({r["nfe"] for r in rs if r["method"] != "data"})
-    keys = sorted({(r["method"], r["sampler"], r.get("teacher") or "") for r in rs},
-                  key=lambda k: (BASELINES.index(k[0]) if k[0] in BASELINES else 9, k))
-    lines = ["| method | sampler | teacher | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
-             "|---|---|---|" + "---|" * len(nfes)]
-    for m, s, te in keys:
+    discrete = any(r.get("process") in ("masked", "uniform") for r in rs)
+
+    def key(r: dict) -> tuple:
+        return r["method"], r["sampler"], r.get("teacher") or "", r.get("process") if discrete else ""
+
+    keys = sorted({key(r) for r in rs}, key=lambda k: (BASELINES.index(k[0]) if k[0] in BASELINES else 9, k))
+    head = "| method | sampler | teacher | " + ("process | " if discrete else "")
+    lines = [head + " | ".join(f"NFE {n}" for n in nfes) + " |",
+             "|---|---|---|" + ("---|" if discrete else "") + "---|" * len(nfes)]
+    for k in keys:
+        m = k[0]
         cells = []
         for n in nfes:
-            hit = [r for r in rs if (r["method"], r["sampler"], r.get("teacher") or "") == (m, s, te)
-                   and (r["nfe"] == n or m == "data")]
+            hit = [r for r in rs if key(r) == k and (r["nfe"] == n or m == "data")]
             cells.append(_fmt(hit[0]["value"], hit[0].get("stderr")) if hit else "")
         if m == "data":
             cells = [cells[0]] + ["〃"] * (len(cells) - 1) if cells else []
-        lines.append(f"| {m} | {s} | {te} | " + " | ".join(cells) + " |")
+        lines.append(f"| {m} | {k[1]} | {k[2]} | " + (f"{k[3]} | " if discrete else "") + " | ".join(cells) + " |")
     return lines
 
 
@@ -83,6 +90,8 @@ def _bases(r: dict, curves: dict[str, list]) -> list[str]:
     """The curves a few-step row is compared with: the oracle's samplers for students of the exact oracle,
     the same-wall-clock teacher (when present) and the trained teacher for models trained from scratch,
     otherwise the trained teacher."""
+    if r.get("process") in ("masked", "uniform"):
+        return [f"teacher/{r['process']}"]
     if r.get("teacher") == "oracle" and curves["oracle"]:
         return ["oracle"]
     if r.get("teacher") is None and curves["teacher-budget"]:
@@ -96,6 +105,8 @@ def _student_table(rows: list[dict], metric: str) -> list[str]:
     if not students:
         return []
     curves = {m: best_curve(rows, metric, m) for m in ("teacher", "oracle", "teacher-budget")}
+    for proc in {r.get("process") for r in students} & {"masked", "uniform"}:
+        curves[f"teacher/{proc}"] = best_curve(rows, metric, "teacher", proc)
     lines = [f"Few-step models vs a reference's best sampler (primary metric `{metric}`; acceleration = reference "
              "NFE reaching the same value / steps; students of the exact oracle are compared with the oracle's "
              "samplers, models trained from scratch with the teacher trained for the same wall-clock time "
@@ -119,7 +130,9 @@ def _student_table(rows: list[dict], metric: str) -> list[str]:
 def _clock_table(rows: list[dict], metric: str) -> list[str]:
     rs = [r for r in rows if r["metric"] == metric and r["method"] != "data"]
     lines = ["| method | sampler | NFE | samples/s | sample seconds | train seconds |", "|---|---|---|---|---|---|"]
-    for r in sorted(rs, key=lambda r: (r["method"], r["sampler"], r["nfe"])):
+    for r in sorted(rs, key=lambda r: (r["method"], r.get("process", ""), r["sampler"], r["nfe"])):
+        if r.get("process") in ("masked", "uniform"):
+            r = {**r, "method": f"{r['method']} ({r['process']})"}
         sps = r.get("samples_per_second")
         ts = r.get("train_seconds")
         lines.append(f"| {r['method']} | {r['sampler']} | {r['nfe']} | {sps:.4g} | {r['sample_seconds']:.3g} | "

@@ -67,6 +67,13 @@ class BenchOptions:
     """Training seed of the distillations (None: the default config's)."""
     n_samples: int | None = None
     """Generated samples per repeat (None: the suite's default)."""
+    processes: tuple[str, ...] = ("masked", "uniform")
+    """Discrete suites: the noise processes whose teachers are trained and sampled."""
+    discrete_samplers: tuple[str, ...] = ("ancestral",)
+    """Discrete suites: teacher samplers (``ancestral``; ``greedy`` = greedy last step)."""
+    max_row_evals: int = 1_000_000
+    """Discrete suites: cap on network row evaluations per configuration (fewer samples at high NFE without a
+    cache; recorded in ``n_samples``)."""
     command: str = ""
 
 
@@ -83,6 +90,9 @@ class ModelEntry:
     teacher: str | None = None
     train_seconds: float | None = None
     extra: dict = field(default_factory=dict)
+    """Extra row fields; ``generate`` may update it (e.g. the NFE a cached sampler actually spent)."""
+    n_samples: int | None = None
+    """Samples per repeat (None: the evaluator's)."""
 
 
 def config_overrides(pairs: tuple[tuple[str, str], ...], cls: type, *, flag: str,
@@ -167,10 +177,13 @@ def repeats_for(opts: BenchOptions, nfe: int) -> int:
 
 
 def _aggregate(per_repeat: list[dict[str, float]]) -> dict[str, tuple[float, float | None]]:
+    """Mean and standard error over repeats; with a single repeat, the evaluator's in-sample ``<metric>__se``."""
     out = {}
     for k in per_repeat[0]:
+        if k.endswith("__se"):
+            continue
         vals = torch.tensor([d[k] for d in per_repeat], dtype=torch.float64)
-        se = float(vals.std() / math.sqrt(len(vals))) if len(vals) > 1 else None
+        se = float(vals.std() / math.sqrt(len(vals))) if len(vals) > 1 else per_repeat[0].get(k + "__se")
         out[k] = (float(vals.mean()), se)
     return out
 
@@ -185,7 +198,7 @@ def evaluate_entry(ev: DatasetEval, entry: ModelEntry, ctx: BenchContext, base: 
     """Sample ``entry`` over its repeats, compute metrics, return schema rows (and save a sample figure)."""
     opts = ctx.options
     reps = repeats_for(opts, entry.nfe)
-    n = ev.n_samples
+    n = entry.n_samples or ev.n_samples
     per, secs = [], 0.0
     for r in range(reps):
         gen = seeded(opts.seed, r, 3)
@@ -204,12 +217,19 @@ def evaluate_entry(ev: DatasetEval, entry: ModelEntry, ctx: BenchContext, base: 
             from fewstep.bench.plots import save_samples
 
             label = f"{entry.method}-{entry.teacher}" if entry.teacher else f"{entry.method}-{entry.sampler}"
-            save_samples(x, figure_dir / f"samples_{ev.name}_{label}_{entry.steps}.png",
-                         title=f"{ev.name}: {label}, {entry.steps} steps")
+            if entry.process != "gaussian":
+                label = f"{entry.method}-{entry.process}-{entry.sampler}"
+            path = figure_dir / f"samples_{ev.name}_{label}_{entry.steps}.png"
+            title = f"{ev.name}: {label}, {entry.steps} steps"
+            if hasattr(ev, "save_samples"):
+                ev.save_samples(x, path, title)
+            else:
+                save_samples(x, path, title=title)
     row = {**base, "method": entry.method, "process": entry.process, "teacher": entry.teacher,
            "steps": entry.steps, "sampler": entry.sampler, "nfe": entry.nfe, "n_samples": n * reps,
            "repeats": reps, "train_seconds": entry.train_seconds, "sample_seconds": secs,
-           "samples_per_second": n * reps / secs if secs > 0 else None, **entry.extra}
+           "samples_per_second": n * reps / secs if secs > 0 else None, **getattr(ev, "row_extra", {}),
+           **entry.extra}
     return _rows(ev, row, _aggregate(per))
 
 
@@ -218,9 +238,9 @@ def data_rows(ev: DatasetEval, ctx: BenchContext, base: dict) -> list[dict]:
     reps = 1 if ctx.options.quick else ctx.options.repeats
     per = [ev.evaluate(ev.data_samples(ev.n_samples, r, ctx.options.seed), r, ctx.options.seed)
            for r in range(reps)]
-    row = {**base, "method": "data", "process": "gaussian", "teacher": None, "steps": 0, "sampler": "data",
-           "nfe": 0, "n_samples": ev.n_samples * reps, "repeats": reps, "train_seconds": None,
-           "sample_seconds": 0.0}
+    row = {**base, "method": "data", "process": getattr(ev, "process", "gaussian"), "teacher": None, "steps": 0,
+           "sampler": "data", "nfe": 0, "n_samples": ev.n_samples * reps, "repeats": reps, "train_seconds": None,
+           "sample_seconds": 0.0, **getattr(ev, "row_extra", {})}
     return _rows(ev, row, _aggregate(per))
 
 
@@ -254,7 +274,8 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     results.write_text("")
     for dataset in datasets:
         ev = make_eval(dataset, n_samples=_quick_n(dataset) if opts.quick else opts.n_samples)
-        ctx = BenchContext(options=opts, dataset=dataset, device=device, runs_dir=runs_dir)
+        ctx = BenchContext(options=opts, dataset=dataset, device=device, runs_dir=runs_dir,
+                           cache={"eval_n": ev.n_samples})
         new = data_rows(ev, ctx, {**base, "dataset": dataset})
         _append(results, new)
         for method in opts.methods:
@@ -279,7 +300,7 @@ def _append(path: Path, rows: list[dict]) -> None:
 
 
 def _quick_n(dataset: str) -> int:
-    return 256 if dataset == "digits8x8" else 1024
+    return {"digits8x8": 256, "hmm-v32-l64": 256, "tinyshakespeare-l128": 32, "grid2d": 2000}.get(dataset, 1024)
 
 
 def with_defaults(opts: BenchOptions) -> BenchOptions:

@@ -154,10 +154,13 @@ class MnistEval(DatasetEval):
 
 
 def make_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | None = None) -> DatasetEval:
-    """The evaluator of a benchmark dataset."""
+    """The evaluator of a benchmark dataset (discrete suites: ``suites_text.make_text_eval``)."""
+    from fewstep.bench.suites_text import TEXT_BENCH_DATA, make_text_eval
     from fewstep.data import toys
     from fewstep.metrics.toys import gmm_inside
 
+    if dataset in TEXT_BENCH_DATA:
+        return make_text_eval(dataset, n_samples=n_samples, cache_dir=cache_dir)
     if dataset == "gmm8d":
         gmm = toys.make_gmm8d()
         ev = ToyEval("gmm8d", (8,), lambda n, generator: gmm.sample(n, generator=generator),
@@ -183,5 +186,8 @@ SUITES: dict[str, tuple[str, ...]] = {
     "toy": ("gmm8d", "checkerboard2d", "spiral2d"),
     "digits": ("digits8x8",),
     "mnist": ("mnist",),
+    "text-hmm": ("hmm-v32-l64",),
+    "grid2d": ("grid2d",),
+    "text-char": ("tinyshakespeare-l128",),
 }
 """Datasets of each suite."""

@@ -1,0 +1,97 @@
+"""Bench providers of the discrete suites: masked (MDLM) and uniform-state teachers sampled at every NFE.
+
+``fewstep bench text-hmm|grid2d|text-char`` trains (or reuses) one teacher per process in
+``BenchOptions.processes`` from ``DISCRETE_BENCH_PRESETS`` and samples it with the ancestral sampler (masked:
+per-row cached, so the network evaluations actually spent are at most L per sample; they are recorded as
+``nfe_spent`` beside ``nfe`` = steps). Uncached samplers are capped at ``max_row_evals`` network row
+evaluations per configuration, i.e. fewer samples at high NFE (recorded in ``n_samples``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+from fewstep.bench.runner import BenchContext, ModelEntry
+from fewstep.config import RunConfig
+from fewstep.presets import get_preset, quick
+
+DISCRETE_BENCH_PRESETS: dict[str, dict[str, str]] = {
+    "hmm-v32-l64": {"masked": "hmm-mdlm", "uniform": "hmm-uniform"},
+    "grid2d": {"masked": "grid2d-mdlm", "uniform": "grid2d-uniform"},
+    "tinyshakespeare-l128": {"masked": "shakespeare-mdlm", "uniform": "shakespeare-uniform"},
+}
+"""Teacher preset per (benchmark dataset, process); ``--teacher-preset DATASET/PROCESS=PRESET`` overrides."""
+
+
+def discrete_teacher_config(ctx: BenchContext, process: str) -> RunConfig:
+    """The resolved RunConfig of the dataset's ``process`` teacher (preset, train_scale, --quick, run folder)."""
+    opts = ctx.options
+    presets = dict(opts.teacher_presets)
+    preset = presets.get(f"{ctx.dataset}/{process}", DISCRETE_BENCH_PRESETS[ctx.dataset][process])
+    cfg = get_preset(preset)
+    if opts.train_scale != 1.0:
+        t = cfg.train
+        cfg = replace(cfg, train=replace(t, total_nimg=int(t.total_nimg * opts.train_scale),
+                                         ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * opts.train_scale))))
+    if opts.quick:
+        cfg = quick(cfg)
+        cfg = replace(cfg, train=replace(cfg.train, total_nimg=min(cfg.train.total_nimg, 4096),
+                                         batch_size=min(cfg.train.batch_size, 128), ckpt_every_nimg=2048))
+    name = f"{preset}-teacher" + ("-quick" if opts.quick else "")
+    if opts.train_scale != 1.0:
+        name += f"-x{opts.train_scale:g}"
+    return replace(cfg, run_dir=str(ctx.runs_dir / name), train=replace(cfg.train, device=str(ctx.device)))
+
+
+def trained_discrete_teacher(ctx: BenchContext, process: str):
+    """Train (or resume / reuse) the ``process`` teacher; cached in ``ctx.cache``.
+
+    Returns:
+        (method, nets, train_seconds) with the EMA denoiser under ``model``, in eval mode.
+    """
+    key = f"teacher-{process}"
+    if key not in ctx.cache:
+        from fewstep.build import build_trainer
+
+        trainer = build_trainer(discrete_teacher_config(ctx, process), progress=False)
+        summary = trainer.fit()
+        nets = {k: v.eval().requires_grad_(False) for k, v in trainer.ema.items()}
+        ctx.cache[key] = (trainer.method, nets, float(summary["train_seconds"]))
+    return ctx.cache[key]
+
+
+def discrete_teacher_entries(ctx: BenchContext) -> Iterator[ModelEntry]:
+    """Every process's teacher with every discrete sampler at every teacher NFE."""
+    opts = ctx.options
+    bad = set(opts.processes) - {"masked", "uniform"}
+    if bad:
+        raise ValueError(f"unknown processes {sorted(bad)}; choose masked and/or uniform")
+    for process in opts.processes:
+        method, nets, secs = trained_discrete_teacher(ctx, process)
+        cached = process == "masked" and not nets["model"].time_conditioned
+        for sampler in opts.discrete_samplers:
+            if sampler not in ("ancestral", "greedy"):
+                raise ValueError(f"unknown discrete sampler {sampler!r}; choose ancestral and/or greedy")
+            for steps in opts.teacher_nfe:
+                n_default = ctx.cache.get("eval_n", 0)
+                n = None
+                if not cached and n_default and steps * n_default > opts.max_row_evals:
+                    n = max(64, opts.max_row_evals // steps)
+                entry = ModelEntry(method="teacher", sampler=sampler, steps=steps, nfe=steps, generate=None,
+                                   process=process, train_seconds=secs, n_samples=n)
+                entry.generate = _generator(method, nets, steps, sampler, ctx, entry.extra)
+                yield entry
+
+
+def _generator(method, nets, steps: int, sampler: str, ctx: BenchContext, extra: dict):
+    final = "greedy" if sampler == "greedy" else "ancestral"
+
+    def generate(n, g):
+        tokens, stats = method.generate(n, steps=steps, nets=nets, generator=g, final=final, device=ctx.device,
+                                        return_stats=True)
+        extra["nfe_spent"] = stats["nfe"]
+        extra["steps_with_call"] = stats["steps_with_call"]
+        return tokens
+
+    return generate

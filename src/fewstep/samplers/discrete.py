@@ -1,0 +1,162 @@
+"""Discrete samplers: pure functions of (denoiser, n, L, explicit grid, generator) -> (tokens, stats).
+
+Masked ancestral sampling (MDLM): start all-mask; per step t -> s every masked position is revealed with
+probability (alpha_s - alpha_t)/(1 - alpha_t) and takes a token from Cat(x_theta(z_t, t)); at s = 0 every mask
+is revealed. Per-row caching: a time-free denoiser's output depends on z only, so a row that did not change
+in a step keeps its x_theta; only changed rows are re-evaluated (exact; the random stream is consumed the same
+way with or without the cache, so the tokens are bit-identical). Rows with no mask left are never evaluated, so
+with the cache NFE <= L per sample. Stats report both the steps that made a
+network call and the row evaluations actually spent.
+
+Uniform ancestral sampling (Duo): start from uniform tokens; each step draws z_s from the reverse kernel with
+x_hat = x_theta(z_t, t). ``final="greedy"`` ("greedy-tail") replaces the last step by argmax x_theta.
+
+All kernels are built and all categorical draws made in float64 (``dtype_categorical``); float32 is refused
+unless ``allow_low_precision`` (it exists to measure the artefact).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from fewstep import rng
+from fewstep.processes.categorical import inverse_cdf
+
+Final = Literal["ancestral", "greedy", "none"]
+
+
+def check_grid(grid: Tensor) -> Tensor:
+    """A float64 grid t_0 = 1 > ... > t_K (>= 0); raises on anything else."""
+    grid = grid.double()
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError("grid must be a 1-D tensor of K + 1 >= 2 times")
+    if not bool((grid[1:] < grid[:-1]).all()) or float(grid[-1]) < 0 or float(grid[0]) > 1:
+        raise ValueError("grid must decrease strictly from t_0 <= 1 to t_K >= 0")
+    return grid
+
+
+def _draw_tokens(logp: Tensor, u: Tensor, dtype: torch.dtype) -> Tensor:
+    return inverse_cdf(logp.to(dtype).exp(), u)
+
+
+@torch.no_grad()
+def sample_masked(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, generator: torch.Generator,
+                  device: torch.device | str = "cpu", final: Final = "ancestral", cache: bool | None = None,
+                  force_cache: bool = False, dtype_categorical: torch.dtype = torch.float64,
+                  allow_low_precision: bool = False, batch_size: int | None = None) -> tuple[Tensor, dict]:
+    """n masked-diffusion samples [n, length] (int64, CPU) and stats.
+
+    Args:
+        denoiser: ``CategoricalDenoiser`` with a ``MaskedProcess`` (``denoiser.process``).
+        grid: [K + 1] float64 times from 1 down (a grid ending at 0 reveals everything with ``ancestral``).
+        final: ``ancestral`` (default), ``greedy`` (masks left before the last step take argmax x_theta;
+            lowers entropy), ``none`` (the grid as is; masks may remain).
+        cache: per-row caching; None = on for a time-free denoiser. A time-conditioned denoiser refuses it
+            unless ``force_cache``.
+        batch_size: rows per network call (default all n).
+
+    Returns:
+        (tokens [n, length], stats): stats has ``steps`` (K), ``steps_with_call``, ``row_evals``, ``nfe``
+        (= row_evals / n, the evaluations actually spent per sample), ``final``, ``cache``.
+    """
+    process = denoiser.process
+    if process.kind != "masked":
+        raise ValueError("sample_masked needs a denoiser of a MaskedProcess")
+    grid = check_grid(grid)
+    if dtype_categorical != torch.float64 and not allow_low_precision:
+        raise ValueError("categorical draws are made in float64; pass allow_low_precision=True to use "
+                         f"{dtype_categorical}")
+    if final not in ("ancestral", "greedy", "none"):
+        raise ValueError(f"unknown final {final!r}; use ancestral, greedy or none")
+    timed = getattr(denoiser, "time_conditioned", True)
+    if cache is None:
+        cache = not timed
+    if cache and timed and not force_cache:
+        raise ValueError("caching is exact only for a time-free denoiser; this one is time-conditioned "
+                         "(pass force_cache=True to cache anyway)")
+    m = process.mask_id
+    z = process.prior_sample((n, length), device=device)
+    logp: Tensor | None = None
+    stale = torch.ones(n, dtype=torch.bool, device=device)
+    steps_with_call, row_evals = 0, 0
+    bs = batch_size or n
+    k = grid.numel() - 1
+    for i in range(k):
+        t, s = grid[i], grid[i + 1]
+        # rows without masks never use x_theta again: skip them (exact, also without the cache)
+        need = (z == m).any(1) & (stale if cache else True)
+        rows = need.nonzero().squeeze(1)
+        if rows.numel():
+            tt = torch.full((rows.numel(),), float(t), device=device)
+            new = torch.cat([denoiser(z[rows[j:j + bs]], tt[j:j + bs]).float() for j in range(0, rows.numel(), bs)])
+            if logp is None:
+                logp = new
+            else:
+                logp[rows] = new
+            steps_with_call += 1
+            row_evals += rows.numel()
+        p = float(process.unmask_prob(t.reshape(1), s.reshape(1)))
+        last = i == k - 1
+        u = rng.rand((n, length), generator=generator, device=device, dtype=torch.float64)
+        v = rng.rand((n, length), generator=generator, device=device, dtype=dtype_categorical)
+        masked = z == m
+        reveal = masked & (u < p)
+        if last and final == "greedy":
+            reveal = masked
+        if bool(reveal.any()):
+            if last and final == "greedy":
+                z[reveal] = logp[reveal].argmax(-1)
+            else:
+                z[reveal] = _draw_tokens(logp[reveal], v[reveal], dtype_categorical)
+        stale = reveal.any(1)
+    stats = {"steps": k, "steps_with_call": steps_with_call, "row_evals": row_evals, "nfe": row_evals / n,
+             "final": final, "cache": bool(cache), "masks_left": int((z == m).sum())}
+    return z.cpu(), stats
+
+
+@torch.no_grad()
+def sample_uniform(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, generator: torch.Generator,
+                   device: torch.device | str = "cpu", final: Final = "ancestral",
+                   dtype_categorical: torch.dtype = torch.float64, allow_low_precision: bool = False,
+                   batch_size: int | None = None) -> tuple[Tensor, dict]:
+    """n uniform-state samples [n, length] (int64, CPU) and stats (``steps``, ``nfe``, ``final``).
+
+    ``final="greedy"``: the last step sets every position to argmax x_theta(z_t, t) (greedy-tail).
+    """
+    process = denoiser.process
+    if process.kind != "uniform":
+        raise ValueError("sample_uniform needs a denoiser of a UniformProcess")
+    grid = check_grid(grid)
+    if dtype_categorical != torch.float64 and not allow_low_precision:
+        raise ValueError("categorical draws are made in float64; pass allow_low_precision=True to use "
+                         f"{dtype_categorical}")
+    if final not in ("ancestral", "greedy", "none"):
+        raise ValueError(f"unknown final {final!r}; use ancestral, greedy or none")
+    z = process.prior_sample((n, length), generator=generator, device=device)
+    bs = batch_size or n
+    k = grid.numel() - 1
+    for i in range(k):
+        t, s = grid[i].reshape(1).to(device), grid[i + 1].reshape(1).to(device)
+        tt = torch.full((n,), float(t), device=device)
+        logp = torch.cat([denoiser(z[j:j + bs], tt[j:j + bs]).float() for j in range(0, n, bs)])
+        u = rng.rand((n, length), generator=generator, device=device, dtype=dtype_categorical)
+        if i == k - 1 and final == "greedy":
+            z = logp.argmax(-1)
+            continue
+        probs = process.posterior_probs(z, logp.double().exp(), t.expand(n), s.expand(n))
+        z = inverse_cdf(probs.to(dtype_categorical), u)
+    return z.cpu(), {"steps": k, "steps_with_call": k, "row_evals": k * n, "nfe": float(k), "final": final,
+                     "cache": False}
+
+
+def sample_discrete(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, generator: torch.Generator,
+                    **options) -> tuple[Tensor, dict]:
+    """Dispatch to :func:`sample_masked` or :func:`sample_uniform` by ``denoiser.process.kind``."""
+    if denoiser.process.kind == "masked":
+        return sample_masked(denoiser, n, length, grid, generator=generator, **options)
+    options.pop("cache", None)
+    options.pop("force_cache", None)
+    return sample_uniform(denoiser, n, length, grid, generator=generator, **options)
