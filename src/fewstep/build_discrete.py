@@ -32,9 +32,9 @@ def dataset_id(cfg: DataCfg) -> str:
     """Canonical benchmark name of token data, e.g. ``hmm-v32-l64``, ``grid2d``, ``tinyshakespeare-l128``."""
     if cfg.name == "text-hmm":
         out = f"hmm-v{cfg.vocab}-l{cfg.length}"
-        if cfg.states != 16:
+        if cfg.states != 8:
             out += f"-h{cfg.states}"
-        if cfg.concentration != 0.05:
+        if cfg.concentration != 0.1:
             out += f"-c{cfg.concentration:g}"
         return out
     if cfg.name == "grid2d":

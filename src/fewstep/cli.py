@@ -306,6 +306,8 @@ class BenchArgs:
     out: str = "bench_out"
     seed: int = 0
     repeats: int = 8
+    min_repeats: int = 2
+    """Fewest repeats at high NFE (discrete suites with --repeats 1: in-sample standard errors)."""
     datasets: str | None = None
     """Comma-separated subset of the suite's datasets."""
     runs_dir: str | None = None
@@ -343,7 +345,7 @@ def cmd_bench(argv: list[str]) -> int:
     opts = BenchOptions(
         suite=a.suite, methods=tuple(m for m in a.methods.split(",") if m), steps=_parse_steps(a.steps),
         teacher_nfe=_parse_steps(a.teacher_nfe), samplers=tuple(a.samplers.split(",")), quick=a.quick,
-        device=a.device, out=a.out, seed=a.seed, repeats=a.repeats,
+        device=a.device, out=a.out, seed=a.seed, repeats=a.repeats, min_repeats=min(a.min_repeats, a.repeats),
         datasets=tuple(a.datasets.split(",")) if a.datasets else None, runs_dir=a.runs_dir,
         teacher_presets=_pairs(a.teacher_preset), train_scale=a.train_scale, distill_scale=a.distill_scale,
         distill_set=_pairs(a.distill_set, "field=value"), imm_set=_pairs(a.imm_set, "field=value"),

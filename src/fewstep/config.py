@@ -36,9 +36,9 @@ class DataCfg:
     """Tokens per sample (text-hmm, text-char, text-bpe; grid2d is always 2)."""
     vocab: int = 32
     """Vocabulary of text-hmm (text-char / text-bpe / grid2d: set from the data)."""
-    states: int = 16
+    states: int = 8
     """Hidden states of text-hmm."""
-    concentration: float = 0.05
+    concentration: float = 0.1
     """Dirichlet concentration of the text-hmm transition and emission rows (smaller: sparser, more context)."""
     grid: Literal["checkerboard", "spiral", "rings"] = "checkerboard"
     """Joint table of grid2d."""

@@ -103,5 +103,5 @@ def gumbel_categorical(logits: Tensor, *, generator: torch.Generator, dtype: tor
     """
     u = rng.rand(logits.shape, generator=generator, device=logits.device, dtype=dtype)
     tiny = torch.finfo(dtype).tiny
-    g = -torch.log(-torch.log(u.clamp_min(tiny)).clamp_min(tiny))
+    g = -torch.log((-torch.log(u.clamp_min(tiny))).clamp_min(tiny))
     return (logits.to(dtype) + g).argmax(-1)
