@@ -160,8 +160,8 @@ class CharEval(DatasetEval):
         ppl = math.exp(total / count)
         chunk_nll = torch.tensor([p[0] / p[1] for p in parts], dtype=torch.float64)
         ent = unigram_entropy(x)
-        return {"genppl": ppl, "genppl__se": ppl * _se(chunk_nll), "entropy": float(ent.mean()), "entropy__se": _se(ent),
-                "distinct4": distinct_n(x, 4)}
+        return {"genppl": ppl, "genppl__se": ppl * _se(chunk_nll), "entropy": float(ent.mean()),
+                "entropy__se": _se(ent), "distinct4": distinct_n(x, 4)}
 
     @property
     def row_extra(self) -> dict:
