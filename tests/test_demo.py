@@ -23,3 +23,7 @@ def test_quick_demo_writes_report(tmp_path: Path):
         assert f"| imm | None | {sampler} | 4 |" in (tmp_path / "toy" / "report.md").read_text(), sampler
         assert (tmp_path / "digits" / f"samples_digits8x8_imm-{sampler}_4.png").exists(), sampler
     assert (tmp_path / "report.md").read_text().startswith("# fewstep demo")
+    hmm = (tmp_path / "text-hmm" / "report.md").read_text()  # the text section: a masked teacher on text-hmm
+    assert "oracle_nll" in hmm and "masked" in hmm
+    assert list((tmp_path / "text-hmm").glob("samples_hmm-v32-l64_teacher-masked-ancestral_*.txt"))
+    assert "hmm-v32-l64" in (tmp_path / "report.md").read_text()

@@ -312,3 +312,17 @@ def test_categorical_chi_square_with_a_tiny_tail():
     tail = float(counts[10:].sum())
     mean, sd = 990e-6 * n, math.sqrt(990e-6 * n)
     assert abs(tail - mean) < 5 * sd
+
+
+def test_float32_gumbel_starves_a_far_tail_that_float64_draws():
+    """A float32 Gumbel is capped (u on a 2^-24 grid): a token 1e-10 times less likely than the leader can never
+    win; the float64 inverse-CDF draw gives a 1e-3 token its exact rate."""
+    from fewstep.processes.categorical import gumbel_categorical
+
+    logits = torch.tensor([0.0, math.log(1e-10)]).expand(200_000, 2)
+    draws = gumbel_categorical(logits, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    assert int(draws.sum()) == 0
+    probs = torch.tensor([1.0, 1e-3], dtype=torch.float64).expand(400_000, 2)
+    hits = int(categorical(probs, generator=torch.Generator().manual_seed(0)).sum())
+    expect = 400_000 * 1e-3 / (1 + 1e-3)
+    assert abs(hits - expect) < 5 * math.sqrt(expect)

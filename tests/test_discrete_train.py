@@ -166,3 +166,22 @@ def test_quick_discrete_bench(tmp_path: Path, suite: str):
     assert "masked" in report and "uniform" in report
     lines = (tmp_path / "b" / "results.jsonl").read_text().splitlines()
     assert all(isinstance(json.loads(line)["value"], float) for line in lines)
+
+
+def test_char_eval_on_a_local_file(tmp_path: Path):
+    from fewstep.bench.suites_text import CharEval
+    from fewstep.config import DataCfg
+
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 300)
+    ev = CharEval("local", DataCfg(name="text-char", root=str(text), length=32), n_samples=20,
+                  cache_dir=str(tmp_path / "cache"), evaluator_steps=20)
+    real = ev.data_samples(20, 0, 0)
+    assert real.shape == (20, 32) and real.dtype == torch.int64
+    noise = torch.randint(0, ev.vocab.size, (20, 32), generator=torch.Generator().manual_seed(0))
+    m_real, m_noise = ev.evaluate(real, 0, 0), ev.evaluate(noise, 0, 0)
+    assert m_real["genppl"] < m_noise["genppl"]  # even a 20-step evaluator prefers real text to noise
+    assert m_real["genppl__se"] >= 0 and 0 < m_real["entropy"] <= math.log(32)
+    ev.save_samples(real, tmp_path / "s.png", "title")
+    assert "quick brown" in (tmp_path / "s.txt").read_text() or "fox" in (tmp_path / "s.txt").read_text()
+    assert ev.row_extra["evaluator_steps"] == 20

@@ -1,7 +1,9 @@
 """``make demo`` / ``fewstep demo``: train small teachers on built-in data (2-D checkerboard, 8x8 digits),
 sample them at several step counts, distill them into 1- and 4-step Moment Matching students (alternating and
 instant), train Inductive Moment Matching models from scratch (sampled in 1 and 4 steps), and write an
-illustrated report (Markdown + HTML).
+illustrated report (Markdown + HTML). A text section trains a masked (MDLM) teacher on the ``text-hmm`` source
+(exact likelihood) and, when Tiny Shakespeare is found (``data.text.find_tinyshakespeare``), a character-level
+one, and shows their samples and metrics at several step counts.
 
 It reuses the benchmark harness with shorter training and fewer samples, so the demo's numbers are
 produced exactly like the benchmark's (but from smaller models; BENCHMARKS.md holds the full runs).
@@ -23,6 +25,29 @@ DEMO_STEPS = (1, 4)
 """Steps of the few-step students."""
 DISTILL_SCALE = 0.25
 """Fraction of the default distillation length (``DISTILL_TRAIN``) the demo's students train for."""
+TEXT_NFE = (1, 4, 16, 64, 256)
+"""Steps of the demo's discrete teachers (masked sampling is cached: at most L evaluations per sample)."""
+
+
+def _text_parts(out: Path, *, device: str, quick: bool) -> list[tuple[str, Path]]:
+    """The demo's discrete suites: text-hmm (masked teacher) and, if its file is found, text-char."""
+    from fewstep.data.text import find_tinyshakespeare
+
+    suites = [("text-hmm", 0.15, 1000, None)]
+    try:
+        find_tinyshakespeare()
+        suites.append(("text-char", 0.25, 200, 400))
+    except FileNotFoundError as e:
+        print(f"[demo] skipping text-char: {e}")
+    parts = []
+    for suite, scale, n, evaluator_steps in suites:
+        opts = BenchOptions(suite=suite, methods=("teacher",), teacher_nfe=TEXT_NFE if not quick else (1, 16),
+                            quick=quick, device=device, out=str(out / suite), processes=("masked",), repeats=1,
+                            min_repeats=1, n_samples=None if quick else n, runs_dir=str(out / "runs"),
+                            train_scale=scale, evaluator_steps=evaluator_steps, command=f"fewstep demo --out {out}")
+        run_bench(opts)
+        parts.append((suite, out / suite / "report.md"))
+    return parts
 
 
 def run_demo(out: Path, *, device: str = "auto", quick: bool = False) -> Path:
@@ -37,6 +62,7 @@ def run_demo(out: Path, *, device: str = "auto", quick: bool = False) -> Path:
                             train_scale=scale, distill_scale=DISTILL_SCALE, command=f"fewstep demo --out {out}")
         run_bench(opts)
         parts.append((suite, out / suite / "report.md"))
+    parts += _text_parts(out, device=device, quick=quick)
     md = [f"# fewstep demo ({time.perf_counter() - t0:.0f} s)", "",
           "Small Gaussian diffusion teachers trained on built-in data, sampled with ancestral and DDIM samplers "
           "at 1-256 network evaluations (NFE), then distilled into 1- and 4-step students by Moment Matching "
@@ -44,6 +70,9 @@ def run_demo(out: Path, *, device: str = "auto", quick: bool = False) -> Path:
           "imm is Inductive Moment Matching, a few-step model trained from scratch without a teacher "
           "(pushforward and restart samplers). "
           "Fewer teacher steps are faster but worse; the students close that gap (see the acceleration table). "
+          "The text sections train masked discrete diffusion (MDLM) teachers: on text-hmm the oracle NLL is the "
+          "exact negative log-likelihood per token under the true source (its own samples give the `data` row), on "
+          "text-char GenPPL is scored by a small character model trained here (fewer steps than the benchmark's). "
           "Full-size numbers: BENCHMARKS.md.", ""]
     for suite, path in parts:
         text = path.read_text()
@@ -51,11 +80,18 @@ def run_demo(out: Path, *, device: str = "auto", quick: bool = False) -> Path:
         md += [text.replace("# fewstep bench", "## suite"), ""]
         for png in sorted((out / suite).glob("samples_*_*.png")):
             md.append(f"![{png.stem}]({suite}/{png.name})")
+        for txt in sorted((out / suite).glob("samples_*_*.txt"), key=_steps_of):
+            md += [f"#### {txt.stem}", "", *[f"    {line}" for line in txt.read_text().splitlines()[:14]], ""]
         md.append("")
     (out / "report.md").write_text("\n".join(md) + "\n")
     report = out / "report.html"
     report.write_text(_to_html("\n".join(md)))
     return report
+
+
+def _steps_of(path: Path) -> tuple[str, int]:
+    head, _, k = path.stem.rpartition("_")
+    return head, int(k) if k.isdigit() else 0
 
 
 def _to_html(md: str) -> str:
@@ -71,6 +107,10 @@ def _to_html(md: str) -> str:
             table.clear()
 
     for line in md.splitlines():
+        if line.startswith("    "):
+            flush_table()
+            body.append(f"<pre>{html.escape(line[4:])}</pre>")
+            continue
         if line.startswith("|"):
             table.append(line)
             continue

@@ -74,6 +74,9 @@ class BenchOptions:
     max_row_evals: int = 1_000_000
     """Discrete suites: cap on network row evaluations per configuration (fewer samples at high NFE without a
     cache; recorded in ``n_samples``)."""
+    evaluator_steps: int | None = None
+    """text-char: training steps of the causal evaluator (None: its default, 2,000; --quick: 50). A different
+    value is a different (separately cached) evaluator, so GenPPLs are comparable only at equal settings."""
     command: str = ""
 
 
@@ -273,7 +276,9 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     results = out / "results.jsonl"
     results.write_text("")
     for dataset in datasets:
-        ev = make_eval(dataset, n_samples=_quick_n(dataset) if opts.quick else opts.n_samples)
+        steps = 50 if opts.quick else opts.evaluator_steps
+        ev = make_eval(dataset, n_samples=_quick_n(dataset) if opts.quick else opts.n_samples,
+                       **({"evaluator_steps": steps} if steps else {}))
         ctx = BenchContext(options=opts, dataset=dataset, device=device, runs_dir=runs_dir,
                            cache={"eval_n": ev.n_samples})
         new = data_rows(ev, ctx, {**base, "dataset": dataset})

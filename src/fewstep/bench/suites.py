@@ -153,14 +153,15 @@ class MnistEval(DatasetEval):
                 "class_entropy": class_entropy(probs), "confidence": confidence(probs)}
 
 
-def make_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | None = None) -> DatasetEval:
+def make_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | None = None,
+              evaluator_steps: int | None = None) -> DatasetEval:
     """The evaluator of a benchmark dataset (discrete suites: ``suites_text.make_text_eval``)."""
     from fewstep.bench.suites_text import TEXT_BENCH_DATA, make_text_eval
     from fewstep.data import toys
     from fewstep.metrics.toys import gmm_inside
 
     if dataset in TEXT_BENCH_DATA:
-        return make_text_eval(dataset, n_samples=n_samples, cache_dir=cache_dir)
+        return make_text_eval(dataset, n_samples=n_samples, cache_dir=cache_dir, evaluator_steps=evaluator_steps)
     if dataset == "gmm8d":
         gmm = toys.make_gmm8d()
         ev = ToyEval("gmm8d", (8,), lambda n, generator: gmm.sample(n, generator=generator),

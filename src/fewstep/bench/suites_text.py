@@ -15,6 +15,7 @@ when a configuration is sampled once (``bench.runner`` prefers the spread over r
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -132,16 +133,20 @@ class CharEval(DatasetEval):
     process = "none"
 
     def __init__(self, name: str, cfg: DataCfg, n_samples: int = 1000, cache_dir: str | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", evaluator_steps: int | None = None) -> None:
         from fewstep.build_discrete import char_data
         from fewstep.metrics.text_evaluator import train_causal_evaluator
 
         self.name, self.cfg, self.n_samples = name, cfg, n_samples
         self.shape = (cfg.length,)
         train, self.val, self.vocab = char_data(cfg)
-        cache = Path(cache_dir or "data/cache") / f"char-evaluator-{name}.safetensors"
+        steps = {} if evaluator_steps is None else {"steps": evaluator_steps}
+        tag = "" if evaluator_steps is None else f"-s{evaluator_steps}"
+        root = Path(cache_dir) if cache_dir else Path(os.environ.get("FEWSTEP_DATA", "data")) / "cache"
+        cache = root / f"char-evaluator-{name}{tag}.safetensors"
         self.evaluator = train_causal_evaluator(train, self.val, self.vocab.size, length=cfg.length, cache=cache,
-                                                device=device)
+                                                device=device, **steps)
+        self.evaluator_steps = evaluator_steps or 2000
         self.heldout_ppl = self.evaluator.heldout_ppl
 
     def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
@@ -166,7 +171,7 @@ class CharEval(DatasetEval):
     @property
     def row_extra(self) -> dict:
         """Recorded with every row: the evaluator's held-out perplexity on the whole validation split."""
-        return {"evaluator_heldout_ppl": self.heldout_ppl}
+        return {"evaluator_heldout_ppl": self.heldout_ppl, "evaluator_steps": self.evaluator_steps}
 
     def save_samples(self, x: Tensor, path: Path, title: str) -> None:
         """The first 16 samples as decoded text."""
@@ -174,7 +179,8 @@ class CharEval(DatasetEval):
         path.with_suffix(".txt").write_text(f"# {title}\n\n" + "\n\n---\n\n".join(texts) + "\n")
 
 
-def make_text_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | None = None) -> DatasetEval:
+def make_text_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | None = None,
+                   evaluator_steps: int | None = None) -> DatasetEval:
     """The evaluator of a discrete benchmark dataset."""
     if dataset not in TEXT_BENCH_DATA:
         raise ValueError(f"no benchmark evaluator for dataset {dataset!r}")
@@ -184,4 +190,4 @@ def make_text_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str
         return HMMEval(dataset, cfg, **kw)
     if cfg.name == "grid2d":
         return GridEval(dataset, cfg, **kw)
-    return CharEval(dataset, cfg, cache_dir=cache_dir, **kw)
+    return CharEval(dataset, cfg, cache_dir=cache_dir, evaluator_steps=evaluator_steps, **kw)
