@@ -19,16 +19,20 @@ def teacher_config(ctx: BenchContext) -> RunConfig:
     cfg = get_preset(preset)
     if cfg.data.name != ctx.dataset:
         raise ValueError(f"preset {preset!r} trains on {cfg.data.name}, not {ctx.dataset}")
-    if opts.train_scale != 1.0:
-        t = cfg.train
-        cfg = replace(cfg, train=replace(t, total_nimg=int(t.total_nimg * opts.train_scale),
-                                         ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * opts.train_scale))))
-    if opts.quick:
-        cfg = quick(cfg)
+    cfg = scaled(cfg, opts)
     name = f"{preset}-teacher" + ("-quick" if opts.quick else "")
     if opts.train_scale != 1.0:
         name += f"-x{opts.train_scale:g}"
     return replace(cfg, run_dir=str(ctx.runs_dir / name), train=replace(cfg.train, device=str(ctx.device)))
+
+
+def scaled(cfg: RunConfig, opts) -> RunConfig:
+    """``cfg`` with its training length times ``opts.train_scale`` and shrunk by ``--quick``."""
+    if opts.train_scale != 1.0:
+        t = cfg.train
+        cfg = replace(cfg, train=replace(t, total_nimg=int(t.total_nimg * opts.train_scale),
+                                         ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * opts.train_scale))))
+    return quick(cfg) if opts.quick else cfg
 
 
 def trained_teacher(ctx: BenchContext):

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
+from fewstep.bench.providers import scaled
 from fewstep.bench.runner import BenchContext, ModelEntry
 from fewstep.config import RunConfig
-from fewstep.presets import get_preset, quick
+from fewstep.presets import get_preset
 
 DISCRETE_BENCH_PRESETS: dict[str, dict[str, str]] = {
     "hmm-v32-l64": {"masked": "hmm-mdlm", "uniform": "hmm-uniform"},
@@ -29,13 +30,8 @@ def discrete_teacher_config(ctx: BenchContext, process: str) -> RunConfig:
     opts = ctx.options
     presets = dict(opts.teacher_presets)
     preset = presets.get(f"{ctx.dataset}/{process}", DISCRETE_BENCH_PRESETS[ctx.dataset][process])
-    cfg = get_preset(preset)
-    if opts.train_scale != 1.0:
-        t = cfg.train
-        cfg = replace(cfg, train=replace(t, total_nimg=int(t.total_nimg * opts.train_scale),
-                                         ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * opts.train_scale))))
+    cfg = scaled(get_preset(preset), opts)
     if opts.quick:
-        cfg = quick(cfg)
         cfg = replace(cfg, train=replace(cfg.train, total_nimg=min(cfg.train.total_nimg, 4096),
                                          batch_size=min(cfg.train.batch_size, 128), ckpt_every_nimg=2048))
     name = f"{preset}-teacher" + ("-quick" if opts.quick else "")

@@ -38,6 +38,14 @@ def check_grid(grid: Tensor) -> Tensor:
     return grid
 
 
+def _check_options(grid: Tensor, final: str, dtype: torch.dtype, allow_low_precision: bool) -> Tensor:
+    if dtype != torch.float64 and not allow_low_precision:
+        raise ValueError(f"categorical draws are made in float64; pass allow_low_precision=True to use {dtype}")
+    if final not in ("ancestral", "greedy", "none"):
+        raise ValueError(f"unknown final {final!r}; use ancestral, greedy or none")
+    return check_grid(grid)
+
+
 def _draw_tokens(logp: Tensor, u: Tensor, dtype: torch.dtype) -> Tensor:
     return inverse_cdf(logp.to(dtype).exp(), u)
 
@@ -65,12 +73,7 @@ def sample_masked(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, gen
     process = denoiser.process
     if process.kind != "masked":
         raise ValueError("sample_masked needs a denoiser of a MaskedProcess")
-    grid = check_grid(grid)
-    if dtype_categorical != torch.float64 and not allow_low_precision:
-        raise ValueError("categorical draws are made in float64; pass allow_low_precision=True to use "
-                         f"{dtype_categorical}")
-    if final not in ("ancestral", "greedy", "none"):
-        raise ValueError(f"unknown final {final!r}; use ancestral, greedy or none")
+    grid = _check_options(grid, final, dtype_categorical, allow_low_precision)
     timed = getattr(denoiser, "time_conditioned", True)
     if cache is None:
         cache = not timed
@@ -129,12 +132,7 @@ def sample_uniform(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, ge
     process = denoiser.process
     if process.kind != "uniform":
         raise ValueError("sample_uniform needs a denoiser of a UniformProcess")
-    grid = check_grid(grid)
-    if dtype_categorical != torch.float64 and not allow_low_precision:
-        raise ValueError("categorical draws are made in float64; pass allow_low_precision=True to use "
-                         f"{dtype_categorical}")
-    if final not in ("ancestral", "greedy", "none"):
-        raise ValueError(f"unknown final {final!r}; use ancestral, greedy or none")
+    grid = _check_options(grid, final, dtype_categorical, allow_low_precision)
     z = process.prior_sample((n, length), generator=generator, device=device)
     bs = batch_size or n
     k = grid.numel() - 1
