@@ -36,6 +36,32 @@ class DataSource(abc.ABC):
         """Samples at global positions ``start .. start + size - 1`` (float32 ``x``, optional ``label``)."""
 
 
+class EpochOrder:
+    """Item at global position p of a finite set of ``n`` items: ``perm(seed, epoch = p // n)[p % n]``, the
+    permutations drawn from ``seeded(seed, epoch, tag)`` (a few are cached)."""
+
+    def __init__(self, n: int, tag: int) -> None:
+        self.n, self.tag = n, tag
+        self._perm: dict[tuple[int, int], Tensor] = {}
+
+    def _permutation(self, seed: int, epoch: int) -> Tensor:
+        key = (seed, epoch)
+        if key not in self._perm:
+            if len(self._perm) > 4:
+                self._perm.clear()
+            self._perm[key] = torch.randperm(self.n, generator=seeded(seed, epoch, self.tag))
+        return self._perm[key]
+
+    def indices(self, start: int, size: int, *, seed: int) -> Tensor:
+        """Item indices int64 [size] of positions ``start .. start + size - 1``."""
+        pos = torch.arange(start, start + size)
+        idx = torch.empty(size, dtype=torch.long)
+        for epoch in pos.div(self.n, rounding_mode="floor").unique().tolist():
+            sel = pos // self.n == epoch
+            idx[sel] = self._permutation(seed, epoch)[pos[sel] % self.n]
+        return idx
+
+
 class TensorSource(DataSource):
     """A finite dataset held in memory (``x`` [N, ...] float32, optional ``labels`` [N])."""
 
@@ -44,23 +70,10 @@ class TensorSource(DataSource):
             raise ValueError("labels and data differ in length")
         self.x, self.labels, self.name = x.float(), labels, name
         self.shape = tuple(x.shape[1:])
-        self._perm: dict[tuple[int, int], Tensor] = {}
-
-    def _permutation(self, seed: int, epoch: int) -> Tensor:
-        key = (seed, epoch)
-        if key not in self._perm:
-            if len(self._perm) > 4:
-                self._perm.clear()
-            self._perm[key] = torch.randperm(self.x.shape[0], generator=seeded(seed, epoch, 7))
-        return self._perm[key]
+        self._order = EpochOrder(x.shape[0], 7)
 
     def batch(self, start: int, size: int, *, seed: int) -> Batch:
-        n = self.x.shape[0]
-        pos = torch.arange(start, start + size)
-        idx = torch.empty(size, dtype=torch.long)
-        for epoch in pos.div(n, rounding_mode="floor").unique().tolist():
-            sel = pos // n == epoch
-            idx[sel] = self._permutation(seed, epoch)[pos[sel] % n]
+        idx = self._order.indices(start, size, seed=seed)
         out: Batch = {"x": self.x[idx]}
         if self.labels is not None:
             out["label"] = self.labels[idx]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fewstep.data.source import DataSource, SamplerSource, seeded
+from fewstep.data.source import DataSource, EpochOrder, SamplerSource, seeded
 from fewstep.methods.base import Batch
 
 SHAKESPEARE_HOWTO = ("copy it with `cp ../shared/data/tinyshakespeare.txt data/` from the project root, "
@@ -240,25 +240,11 @@ class TokenWindowSource(DataSource):
         self.windows = len(self.tokens) // length
         if self.windows == 0:
             raise ValueError(f"{len(self.tokens)} tokens hold no window of length {length}")
-        self._perm: dict[tuple[int, int], Tensor] = {}
-
-    def _permutation(self, seed: int, epoch: int) -> Tensor:
-        key = (seed, epoch)
-        if key not in self._perm:
-            if len(self._perm) > 4:
-                self._perm.clear()
-            self._perm[key] = torch.randperm(self.windows, generator=seeded(seed, epoch, 13))
-        return self._perm[key]
+        self._order = EpochOrder(self.windows, 13)
 
     def window_starts(self, start: int, size: int, *, seed: int) -> Tensor:
         """Token offsets of the windows at positions ``start .. start + size - 1``, int64 ``[size]``."""
-        n = self.windows
-        pos = torch.arange(start, start + size)
-        idx = torch.empty(size, dtype=torch.long)
-        for epoch in pos.div(n, rounding_mode="floor").unique().tolist():
-            sel = pos // n == epoch
-            idx[sel] = self._permutation(seed, epoch)[pos[sel] % n]
-        return idx * self.length
+        return self._order.indices(start, size, seed=seed) * self.length
 
     def batch(self, start: int, size: int, *, seed: int) -> Batch:
         offs = self.window_starts(start, size, seed=seed)[:, None] + torch.arange(self.length)
