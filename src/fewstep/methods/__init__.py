@@ -2,6 +2,8 @@
 
 from fewstep.methods.base import Batch, LossOutput, Method, Phase
 from fewstep.methods.diffusion import GaussianDiffusion
+from fewstep.methods.discrete_diffusion import DiscreteDiffusion
 from fewstep.methods.mm import MM_OPTIM, MomentMatching
 
-__all__ = ["MM_OPTIM", "Batch", "GaussianDiffusion", "LossOutput", "Method", "MomentMatching", "Phase"]
+__all__ = ["MM_OPTIM", "Batch", "DiscreteDiffusion", "GaussianDiffusion", "LossOutput", "Method", "MomentMatching",
+           "Phase"]
