@@ -257,3 +257,5 @@ def test_gpt2_encoding() -> None:
     enc = gpt2_encoding()
     assert enc.encode("Hello world") == [15496, 995]
     assert enc.n_vocab == 50257
+    text = "To be, or not to be: that is the question.\n  Whether 'tis nobler — naïve café"
+    assert enc.decode(enc.encode(text)) == text  # round trip without network
