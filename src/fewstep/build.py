@@ -190,8 +190,8 @@ REGRESSED_FILE = "teacher_regressed.safetensors"
 """Where a distillation from the oracle caches the net regressed on it (in its run folder by default)."""
 WARMSTART_FILE = "student_warmstart.safetensors"
 """Where a distillation caches its warm-started student (``method.warm_start_steps`` > 0; in its run folder)."""
-DISTILL_METHODS = {"mm-alternating": "alternating", "mm-instant": "instant"}
-"""CLI / bench method names -> MMCfg.mode."""
+DISTILL_METHODS = {"mm-alternating": "alternating", "mm-instant": "instant", "idlm": "idlm", "dmmd": "dmmd"}
+"""CLI / bench method names -> MMCfg.mode (Gaussian teachers) or the discrete method's name."""
 
 
 def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int = 4, preset: str | None = None,
@@ -205,6 +205,15 @@ def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int =
 
     if method not in DISTILL_METHODS:
         raise ValueError(f"unknown distillation method {method!r}; choose one of {sorted(DISTILL_METHODS)}")
+    if method in ("idlm", "dmmd"):
+        from fewstep.build_discrete import discrete_distill_config
+
+        if teacher == ORACLE or preset is not None:
+            raise ValueError(f"--method {method} distills a trained discrete teacher: pass --teacher RUN_DIR "
+                             "(a run of 'fewstep train --method mdlm|uniform'); there is no oracle or preset")
+        teacher = str(Path(teacher))
+        return discrete_distill_config(teacher, _teacher_config(teacher), method=method, steps=steps,
+                                       run_dir=run_dir)
     if teacher == ORACLE:
         base = get_preset(preset or "gmm8d")
         name = f"{base.data.name}-oracle"
@@ -242,6 +251,19 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
     m = cfg.method
     if int(m.steps) != m.steps or m.steps < 1:
         raise ValueError(f"--steps must be a positive integer, got {m.steps}")
+    if not isinstance(m, MMCfg):  # IDLM / D-MMD: a discrete teacher
+        from fewstep.build_discrete import resolve_discrete_distill
+
+        if cfg.teacher == ORACLE:
+            raise ValueError(f"--method {m.name} needs a trained discrete teacher (--teacher RUN_DIR)")
+        tcfg = _teacher_config(cfg.teacher)
+        for part in ("data", "net"):
+            if getattr(cfg, part) != getattr(tcfg, part):
+                raise ValueError(f"{part} differs from the teacher's ({cfg.teacher}/config.json): a student copies "
+                                 "its teacher, so data and net come from the teacher")
+        return resolve_discrete_distill(cfg, tcfg)
+    if cfg.discrete is not None:
+        raise ValueError("discrete is set, but MM distills Gaussian teachers (use --method idlm|dmmd)")
     if cfg.teacher == ORACLE:
         if cfg.data.name != "gmm8d":
             raise ValueError(f"the exact oracle teacher exists only for gmm8d, not {cfg.data.name}: use --preset "
@@ -409,6 +431,11 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
     from fewstep.train.trainer import Trainer
 
     cfg = resolve_distill(cfg)
+    if not isinstance(cfg.method, MMCfg):
+        from fewstep.build_discrete import build_discrete_distillation
+
+        return build_discrete_distillation(cfg, allow_config_change=allow_config_change, progress=progress,
+                                           data=data)
     m, t = cfg.method, cfg.train
     device = _distill_device(cfg)
     data = build_data(cfg.data) if data is None else data
@@ -475,6 +502,10 @@ class DistilledStudent:
 def _load_distilled(run_dir: str | Path, cfg: DistillConfig, *, ema: bool, device: str):
     from fewstep.train.checkpoint import find_weights, load_weights
 
+    if not isinstance(cfg.method, MMCfg):
+        from fewstep.build_discrete import load_discrete_distilled
+
+        return load_discrete_distilled(run_dir, cfg, ema=ema, device=device)
     student = build_denoiser(cfg, data_shape(cfg.data.name))
     state, _ = load_weights(find_weights(run_dir, "student", ema=ema))
     student.load_state_dict(state)

@@ -146,3 +146,135 @@ def build_discrete_method(cfg: RunConfig):
     net = TextDiT(process.width, process.width, data.length, dim=n.width, depth=n.depth, heads=n.heads,
                   time_conditioned=n.time_conditioned, dropout=n.dropout)
     return DiscreteDiffusion(CategoricalDenoiser(net, process), length=data.length)
+
+
+# ------------------------------------------------------------------------------------------ distillation
+DISCRETE_DISTILL = ("idlm", "dmmd")
+"""Distillation methods of discrete teachers (``fewstep distill --method``)."""
+
+
+def discrete_distill_config(teacher: str, tcfg: RunConfig, *, method: str, steps: int, run_dir: str | None = None):
+    """The default DistillConfig (IDLM or D-MMD) for a discrete teacher run ``teacher`` with config ``tcfg``."""
+    from fewstep.config import DISCRETE_DISTILL_TRAIN, DistillConfig, DMMDCfg, IDLMCfg
+
+    if not is_discrete(tcfg):
+        raise ValueError(f"--method {method} distills a discrete teacher (mdlm / uniform); {teacher} trains "
+                         f"{tcfg.method.name}: use mm-alternating or mm-instant")
+    m = IDLMCfg(steps=steps) if method == "idlm" else DMMDCfg(steps=steps)
+    name = Path(teacher).resolve().name
+    return DistillConfig(teacher=teacher, data=tcfg.data, process=tcfg.process, net=tcfg.net, method=m,
+                         discrete=tcfg.method, train=DISCRETE_DISTILL_TRAIN,
+                         run_dir=run_dir or f"runs/{name}-{method}-k{steps}")
+
+
+def resolve_discrete_distill(cfg, tcfg: RunConfig):
+    """Validate an IDLM / D-MMD DistillConfig against its teacher's config; fills ``discrete`` from it."""
+    if not is_discrete(tcfg):
+        raise ValueError(f"{cfg.teacher} is not a discrete teacher (mdlm / uniform): --method {cfg.method.name} "
+                         "distills discrete diffusion")
+    if cfg.discrete is not None and cfg.discrete != tcfg.method:
+        raise ValueError(f"discrete differs from the teacher's method ({cfg.teacher}/config.json)")
+    m = cfg.method
+    if m.latent_dim is not None and m.latent_dim < 0:
+        raise ValueError(f"--method.latent-dim must be >= 0, got {m.latent_dim}")
+    if m.name == "idlm" and (m.aux_every < 1 or m.tau <= 0):
+        raise ValueError("--method.aux-every must be >= 1 and --method.tau > 0")
+    return replace(cfg, discrete=tcfg.method)
+
+
+def _student_net(cfg, latent_dim: int):
+    """A CategoricalDenoiser with the teacher's architecture (plus an optional latent-noise input)."""
+    from fewstep.denoisers.categorical import CategoricalDenoiser
+    from fewstep.nets.text_dit import TextDiT
+
+    run = RunConfig(data=cfg.data, net=cfg.net, method=cfg.discrete)
+    process = build_process(run)
+    n, data = cfg.net, cfg.data
+    net = TextDiT(process.width, process.width, data.length, dim=n.width, depth=n.depth, heads=n.heads,
+                  time_conditioned=n.time_conditioned, dropout=n.dropout, latent_dim=latent_dim)
+    return CategoricalDenoiser(net, process)
+
+
+def student_latent_dim(cfg) -> int:
+    """The student's latent width: ``method.latent_dim`` (D-MMD auto: 64 masked, 0 uniform)."""
+    m = cfg.method
+    if m.latent_dim is not None:
+        return int(m.latent_dim)
+    return 64 if cfg.discrete.name == "mdlm" else 0
+
+
+def copy_into(net, state: dict) -> None:
+    """Load teacher weights into a student (a latent-noise input, absent from the teacher, stays zero)."""
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if unexpected or any(not k.endswith("latent.weight") for k in missing):
+        raise ValueError(f"teacher weights do not fit the student: missing {missing}, unexpected {unexpected}")
+
+
+def build_discrete_distill_method(cfg, teacher_state: dict | None):
+    """IDLM or DiscreteMMD from a resolved DistillConfig; student / fake start from ``teacher_state``."""
+    from fewstep.methods.discrete_mmd import DiscreteMMD
+    from fewstep.methods.idlm import IDLM
+
+    m = cfg.method
+    teacher, student, aux = _student_net(cfg, 0), _student_net(cfg, student_latent_dim(cfg)), _student_net(cfg, 0)
+    if teacher_state is not None:
+        for net in (teacher, student, aux):
+            copy_into(net, teacher_state)
+    length = cfg.data.length
+    if m.name == "idlm":
+        return IDLM(teacher, student, aux, length=length, steps=m.steps, tau=m.tau, pathwise=m.pathwise,
+                    aux_every=m.aux_every, weight_max=m.weight_max,
+                    t_band=tuple(m.t_band) if m.t_band is not None else None)
+    return DiscreteMMD(teacher, student, aux, length=length, k=m.steps, weighting=m.weighting,
+                       weight_max=m.weight_max)
+
+
+def build_discrete_distillation(cfg, *, allow_config_change: bool = False, progress: bool = True, data=None):
+    """A ready-to-fit Trainer for IDLM / D-MMD: teacher = the EMA weights of a discrete teacher run."""
+    from fewstep.build import resolve_device, seeded_init
+    from fewstep.config import to_dict
+    from fewstep.train.checkpoint import find_weights, load_weights
+    from fewstep.train.trainer import Trainer
+
+    state, _ = load_weights(find_weights(cfg.teacher, "model", ema=True))
+    method = seeded_init(lambda: build_discrete_distill_method(cfg, state), cfg.train.seed)
+    data = build_token_data(cfg.data) if data is None else data
+    t = cfg.train
+    aux_lr = cfg.method.aux_lr_mult * t.lr
+    return Trainer(
+        method, data, run_dir=Path(cfg.run_dir), seed=t.seed, total_nimg=t.total_nimg, batch_size=t.batch_size,
+        lr=t.lr, optimizer=t.optimizer, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
+        warmup_nimg=t.warmup_nimg, lr_decay=t.lr_decay, lr_final_ratio=t.lr_final_ratio, grad_clip=t.grad_clip,
+        precision=t.precision, ema_halflife_nimg=t.ema_halflife_nimg, ckpt_every_nimg=t.ckpt_every_nimg,
+        log_every_nimg=t.log_every_nimg, device=str(resolve_device(t.device)), config=to_dict(cfg),
+        allow_config_change=allow_config_change, max_seconds=t.max_seconds, progress=progress,
+        per_role_optim={"aux": {"lr": aux_lr}})
+
+
+class DistilledTokenStudent:
+    """The sampling side of an IDLM / D-MMD student (``load_trained`` of its run): the teacher's ancestral
+    sampler with the student as denoiser, at any number of steps (``k``: the step count it was trained or
+    configured for)."""
+
+    sampler = "student"
+
+    def __init__(self, length: int, k: int) -> None:
+        self.length, self.k = length, k
+
+    def generate(self, n: int, *, steps: int, nets, generator, cond=None, final: str = "ancestral",
+                 device="cpu", batch_size: int | None = 512, return_stats: bool = False, **options):
+        from fewstep.methods.idlm import sample_student_denoiser
+
+        return sample_student_denoiser(nets["student"], n, self.length, steps, generator=generator, device=device,
+                                       final=final, batch_size=batch_size, return_stats=return_stats)
+
+
+def load_discrete_distilled(run_dir, cfg, *, ema: bool, device: str):
+    """(cfg, DistilledTokenStudent, {"student": net}) of an IDLM / D-MMD run (student weights only)."""
+    from fewstep.train.checkpoint import find_weights, load_weights
+
+    student = _student_net(cfg, student_latent_dim(cfg))
+    state, _ = load_weights(find_weights(run_dir, "student", ema=ema))
+    student.load_state_dict(state)
+    return cfg, DistilledTokenStudent(cfg.data.length, cfg.method.steps), {
+        "student": student.to(device).eval().requires_grad_(False)}

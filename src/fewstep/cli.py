@@ -119,7 +119,10 @@ def cmd_distill(argv: list[str]) -> int:
             if known.method:
                 if known.method not in DISTILL_METHODS:
                     raise ValueError(f"unknown --method {known.method!r}; choose one of {sorted(DISTILL_METHODS)}")
-                m = replace(m, mode=DISTILL_METHODS[known.method])
+                if (m.name == "mm") != known.method.startswith("mm-") or (m.name != "mm" and m.name != known.method):
+                    raise ValueError(f"--method {known.method} does not match the saved run's method {m.name}")
+                if m.name == "mm":
+                    m = replace(m, mode=DISTILL_METHODS[known.method])
             base = replace(base, teacher=known.teacher or base.teacher,
                            method=replace(m, steps=steps[0] if steps else m.steps))
         elif known.teacher or not help_only:
@@ -134,10 +137,11 @@ def cmd_distill(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     desc = ("Distill a teacher into a k-step student. Extra flags: --method " + "|".join(DISTILL_METHODS) +
-            ", --teacher RUN_DIR|oracle, --steps K, --preset NAME (oracle only; default gmm8d), --config "
+            " (mm-* for Gaussian teachers, idlm|dmmd for discrete ones), --teacher RUN_DIR|oracle, --steps K, --preset NAME (oracle only; default gmm8d), --config "
             "RUN/config.json, --quick (seconds; numbers meaningless), --dry-run, --allow-config-change. "
             "Re-running the same command resumes.")
-    cfg = tyro.cli(DistillConfig, default=base, args=rest, prog="fewstep distill", description=desc)
+    cfg = tyro.cli(DistillConfig, default=base, args=rest, prog="fewstep distill", description=desc,
+                   config=(tyro.conf.AvoidSubcommands,))
     try:
         cfg = resolve_distill(cfg)
     except (ValueError, FileNotFoundError) as e:

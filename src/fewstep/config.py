@@ -6,7 +6,7 @@ command-line flags (``fewstep train --preset NAME --train.lr 3e-4``); the resolv
 
 A distillation run (``fewstep distill``) is described by a :class:`DistillConfig`: the teacher (a run folder
 or ``"oracle"``), the teacher's data / process / net (which also describe the student), a distillation
-method dataclass (today :class:`MMCfg`; later methods join the ``DistillMethodCfg`` union) and a
+method dataclass (:class:`MMCfg` for Gaussian teachers, :class:`IDLMCfg` / :class:`DMMDCfg` for discrete ones) and a
 :class:`TrainCfg` with distillation defaults (``DISTILL_TRAIN``). ``load_any_config`` reads either kind.
 """
 
@@ -272,8 +272,50 @@ class MMCfg:
     oracle_regress_lr: float = 1e-3
 
 
-DistillMethodCfg = MMCfg
-"""The distillation methods (a union once there is more than one)."""
+@dataclass(frozen=True)
+class IDLMCfg:
+    """IDLM inverse distillation of a discrete teacher (spec/discrete.md section 3; ``fewstep.methods.idlm``)."""
+
+    name: Literal["idlm"] = "idlm"
+    steps: int = 16
+    """Default sampling steps of the student. Training has no K: one student serves every K (the sampler
+    runs with the student as denoiser); ``fewstep sample --steps`` picks any."""
+    latent_dim: int = 0
+    """Latent-noise input of the student (0: a factorised student; 64: the latent-mixture generator)."""
+    tau: float = 1e-3
+    """Uniform process: softmax temperature of the relaxed corrupted input."""
+    pathwise: bool = True
+    """Uniform process: gradients through the relaxed input (False: the stop-gradient ablation)."""
+    aux_every: int = 1
+    """Fake-model updates per student update (the student phase runs every n-th iteration)."""
+    aux_lr_mult: float = 1.0
+    """Fake-model LR / student LR."""
+    weight_max: float = 1e3
+    """Clamp of lambda(t) (masked)."""
+    t_band: tuple[float, float] | None = None
+    """Range of the corruption time t (None: the teacher's training range)."""
+
+
+@dataclass(frozen=True)
+class DMMDCfg:
+    """Discrete Moment Matching, D-MMD (spec/discrete.md section 4; ``fewstep.methods.discrete_mmd``)."""
+
+    name: Literal["dmmd"] = "dmmd"
+    steps: int = 4
+    """k: the student's number of sampling steps (time gaps t - s ~ U(0, 1/k])."""
+    latent_dim: int | None = None
+    """Latent-noise input of the student; None: 64 for the masked process (it needs the noise), 0 uniform."""
+    weighting: Literal["auto", "elbo", "flat"] = "auto"
+    """w(s): auto = lambda(s) masked, 1 uniform."""
+    weight_max: float = 1e3
+    aux_lr_mult: float = 1.0
+    """Auxiliary LR / student LR."""
+
+
+DistillMethodCfg = MMCfg | IDLMCfg | DMMDCfg
+"""The distillation methods (``DistillConfig.method``), by ``name``."""
+
+DISTILL_CFGS: dict[str, type] = {"mm": MMCfg, "idlm": IDLMCfg, "dmmd": DMMDCfg}
 
 DISTILL_TRAIN = TrainCfg(total_nimg=512_000, batch_size=512, lr=1e-4, optimizer="adam", betas=(0.0, 0.99),
                          eps=1e-12, warmup_nimg=51_200, lr_decay="linear", lr_final_ratio=0.0, grad_clip=1.0,
@@ -281,6 +323,16 @@ DISTILL_TRAIN = TrainCfg(total_nimg=512_000, batch_size=512, lr=1e-4, optimizer=
 """Distillation defaults: 1000 iterations at batch 512 (the toy prototype plateaued after 400-1000), the MM
 optimiser (Adam, betas (0, 0.99), eps 1e-12 = ``methods.mm.MM_OPTIM``), clip 1, lr 1e-4 with 100 warm-up
 iterations then linear decay, no student EMA, fp32."""
+
+DISCRETE_DISTILL_TRAIN = TrainCfg(total_nimg=256_000, batch_size=128, lr=1e-4, optimizer="adamw", betas=(0.9, 0.999),
+                                  eps=1e-8, warmup_nimg=12_800, lr_decay="constant", lr_final_ratio=1.0,
+                                  grad_clip=1.0, precision="fp32", ema_halflife_nimg=12_800,
+                                  ckpt_every_nimg=64_000, log_every_nimg=12_800)
+"""IDLM / D-MMD defaults at toy scale (spec/discrete.md section 9: the paper's OWT constants lr 1e-6, 2,500
+warm-up iterations and EMA 0.9999 do not transfer): 2,000 iterations at batch 128, AdamW (0.9, 0.999) lr 1e-4
+(~1/20 of the teacher's peak LR), 100 warm-up iterations then constant, clip 1 for the 1/t-weighted terms, a
+short student EMA (half-life 100 iterations), fp32. Scale rules: lr ~ teacher lr / 20; warm-up ~ 5% and EMA
+half-life ~ 5% of the run."""
 
 
 @dataclass(frozen=True)
@@ -295,7 +347,10 @@ class DistillConfig:
     """The teacher's process (as data)."""
     net: NetCfg = field(default_factory=NetCfg)
     """The teacher's net, which student and auxiliary copy; for the oracle, the net regressed on it."""
-    method: DistillMethodCfg = field(default_factory=MMCfg)
+    method: MMCfg | IDLMCfg | DMMDCfg = field(default_factory=MMCfg)
+    """mm (Gaussian teachers), idlm or dmmd (discrete teachers)."""
+    discrete: MDLMCfg | UniformCfg | None = None
+    """A discrete teacher's process (filled in from its config.json; None for Gaussian teachers)."""
     train: TrainCfg = field(default_factory=lambda: DISTILL_TRAIN)
     run_dir: str = "runs/gmm8d-oracle-mm-alternating-k4"
     """Output folder; re-running the same command resumes from its latest checkpoint."""
@@ -319,6 +374,13 @@ def from_dict(cls: type, d: dict) -> Any:
             if name not in METHOD_CFGS:
                 raise ValueError(f"unknown training method {name!r}; choose one of {sorted(METHOD_CFGS)}")
             sub = METHOD_CFGS[name]
+        if cls is DistillConfig and k == "method" and isinstance(v, dict):
+            name = v.get("name", "mm")
+            if name not in DISTILL_CFGS:
+                raise ValueError(f"unknown distillation method {name!r}; choose one of {sorted(DISTILL_CFGS)}")
+            sub = DISTILL_CFGS[name]
+        if cls is DistillConfig and k == "discrete" and isinstance(v, dict):
+            sub = {"mdlm": MDLMCfg, "uniform": UniformCfg}[v.get("name", "mdlm")]
         if sub is not None and isinstance(v, dict):
             kwargs[k] = from_dict(sub, v)
         elif isinstance(v, list):

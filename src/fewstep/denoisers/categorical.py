@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from fewstep import rng
 from fewstep.processes.base import check_times
 
 
@@ -41,12 +42,42 @@ class CategoricalDenoiser(nn.Module):
         self.process = process
         self.time_conditioned = bool(getattr(net, "time_conditioned", True))
 
-    def forward(self, z_t: Tensor, t: Tensor, *, s: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
-        """log p(x0 | z_t) [B, L, V] float32 for tokens z_t [B, L] (or a soft [B, L, V] input) and t [B]."""
+    @property
+    def latent_dim(self) -> int:
+        """Width of the backbone's latent-noise input (0: none)."""
+        return int(getattr(self.net, "latent_dim", 0))
+
+    def forward(self, z_t: Tensor, t: Tensor, *, s: Tensor | None = None, cond: Tensor | None = None,
+                latent: Tensor | None = None) -> Tensor:
+        """log p(x0 | z_t) [B, L, V] float32 for tokens z_t [B, L] (or a soft [B, L, V] input) and t [B];
+        ``latent`` [B, L, latent_dim]: the latent-mixture student's noise input (None: zero noise)."""
         check_times(z_t, t, s)
-        logits = self.net(z_t, t, s)
+        logits = self.net(z_t, t, s) if latent is None else self.net(z_t, t, s, latent=latent)
         if self.process.kind == "masked":
             if z_t.dtype != torch.long:
                 raise ValueError("a masked denoiser takes hard tokens (int64 [B, L])")
             return subs(logits, z_t, self.process.mask_id)
         return torch.log_softmax(logits.float(), dim=-1)
+
+
+class LatentNoise(nn.Module):
+    """A latent-mixture student as a plain denoiser for the samplers: every call draws fresh
+    eps ~ N(0, I) [B, L, latent_dim] (float64 from its own generator, then float32) and passes it to ``denoiser``.
+
+    Each sampler step is then a mixture of factorised distributions E_eps prod_l Cat(G^l(eps)) (spec/discrete.md
+    section 3). Its output depends on eps, so it reports ``time_conditioned = True`` (no caching).
+    """
+
+    time_conditioned = True
+
+    def __init__(self, denoiser: CategoricalDenoiser, generator: torch.Generator) -> None:
+        super().__init__()
+        if denoiser.latent_dim <= 0:
+            raise ValueError("LatentNoise needs a denoiser built with latent_dim > 0")
+        self.denoiser, self.generator = denoiser, generator
+        self.process = denoiser.process
+
+    def forward(self, z_t: Tensor, t: Tensor, **kwargs) -> Tensor:
+        eps = rng.randn((*z_t.shape[:2], self.denoiser.latent_dim), generator=self.generator,
+                        device=z_t.device, dtype=torch.float64)
+        return self.denoiser(z_t, t, latent=eps.float(), **kwargs)

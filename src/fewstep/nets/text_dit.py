@@ -11,6 +11,10 @@ shows time conditioning is unnecessary for masked diffusion), which enables exac
 
 Token and positional embeddings share one initialisation scale: a calibration run with positional
 embeddings far smaller than token embeddings produced a context-blind teacher (spec/discrete.md section 9).
+
+Latent noise (``latent_dim > 0``): an extra input eps [B, L, latent_dim] enters through a zero-initialised
+linear map added to the token embeddings (spec/discrete.md section 3, "one-step latent mixture"), so a student
+built from a teacher's weights starts exactly at the teacher and can learn to use the noise.
 """
 
 from __future__ import annotations
@@ -54,11 +58,12 @@ class TextDiT(nn.Module):
         time_conditioned: adaLN conditioning on t (False: a time-free network; t is ignored).
         two_time: accept a second time s (needs time_conditioned).
         dropout: dropout on the residual branches. attn_impl: ``sdpa`` or ``math``.
+        latent_dim: width of an optional latent-noise input (0: none).
     """
 
     def __init__(self, vocab_in: int, vocab_out: int, length: int, *, dim: int = 128, depth: int = 4, heads: int = 4,
                  time_conditioned: bool = True, two_time: bool = False, dropout: float = 0.0,
-                 attn_impl: str = "sdpa") -> None:
+                 attn_impl: str = "sdpa", latent_dim: int = 0) -> None:
         super().__init__()
         if two_time and not time_conditioned:
             raise ValueError("a second time input needs time_conditioned=True")
@@ -77,8 +82,13 @@ class TextDiT(nn.Module):
             nn.init.zeros_(self.final_mod.weight)
             nn.init.zeros_(self.final_mod.bias)
         self.head = nn.Linear(dim, vocab_out)
+        self.latent_dim = latent_dim
+        self.latent = nn.Linear(latent_dim, dim, bias=False) if latent_dim > 0 else None
+        if self.latent is not None:
+            nn.init.zeros_(self.latent.weight)
 
-    def forward(self, z: Tensor, t: Tensor, s: Tensor | None = None, cond: Tensor | None = None) -> Tensor:
+    def forward(self, z: Tensor, t: Tensor, s: Tensor | None = None, cond: Tensor | None = None,
+                latent: Tensor | None = None) -> Tensor:
         if z.dtype == torch.long:
             b, n = z.shape
             h = self.tok(z)
@@ -90,6 +100,11 @@ class TextDiT(nn.Module):
         if n > self.length:
             raise ValueError(f"sequence length {n} exceeds the model's {self.length}")
         h = h + self.pos[:n]
+        if latent is not None:
+            if self.latent is None or latent.shape != (b, n, self.latent_dim):
+                raise ValueError(f"latent noise must be [B, L, latent_dim] = {(b, n, self.latent_dim)} "
+                                 f"(the net was built with latent_dim={self.latent_dim}), got {tuple(latent.shape)}")
+            h = h + self.latent(latent.to(h.dtype))
         emb = None
         if self.emb is not None:
             emb = nn.functional.silu(self.emb(t, s))

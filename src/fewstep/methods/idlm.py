@@ -1,0 +1,266 @@
+"""IDLM: inverse distillation of a discrete diffusion teacher (Li, Gushchin et al., ICML 2026, arXiv 2602.19066;
+spec/discrete.md section 3).
+
+Objective: L_IDLM(theta) = L(f*, p_theta) - min_f L(f, p_theta) >= 0, with L(f, p) the teacher's own training
+loss (its NELBO) on samples of p. It vanishes iff p_theta is the teacher's distribution. Three networks: the
+frozen teacher f*, a "fake" denoiser f (role ``aux``) trained with the ordinary loss on the student's samples so
+that f ~ argmin_f L(f, p_theta), and the student G_theta. Student and fake start as copies of the teacher.
+
+Multistep parametrisation (what is trained): the student is a denoiser. Its latent is a noised real datum,
+z~ ~ q_t~(. | x0) with t~ ~ U; G = G_theta(z~, t~) is one simplex per position (SUBS copies visible tokens)
+and p_theta = E_{x0, t~} prod_l Cat(G^l). At inference the teacher's own sampler runs with the student as its
+denoiser, for *any* K: one student serves K = 16, 8, 4, ... (there is no K in training). With
+``latent_dim > 0`` the student also takes eps ~ N(0, I) [B, L, d] (the latent-mixture generator): each sampler
+step is then E_eps prod_l Cat(G^l(eps)), which can represent joint structure even in one step from all-mask.
+
+Per iteration (phases alternate, aux first; each phase draws its own data batch and randomness):
+
+    t~ ~ stratified U;  G = exp(student(noise(x0, t~), t~[, eps]))     # no grad in the aux phase
+    t  ~ independent stratified U;  (z_in, z_obs) = corrupt(G, t)
+    aux:     loss = Lsoft(fake; sg G)
+    student: loss = Lsoft(teacher; G) - Lsoft(fake; G)                 # fake frozen; value = L_IDLM estimate
+
+Masked process: x ~ Cat(G) per position (float64 inverse CDF), kept with probability alpha_t, else masked; the
+hard z feeds both nets. Lsoft(f) = lambda(t) sum_{l masked} -<G^l, log f^l(z, t)>, exact Rao-Blackwellisation
+because G is factorised given its input: given (z~, t~[, eps]) the tokens are independent, and a masked z^l
+says nothing about x^l, so E[x^l | z, latent] = G^l. (For the latent mixture this holds per eps: eps is part of
+the conditioning, so the soft target stays exact.) SUBS makes teacher and fake agree at visible positions, so
+the student loss is mask-only: -lambda sum_{l masked} <G^l, a^l>, a = log f* - log f (detached), whose logit
+gradient is -lambda G (a - <G, a>): tokens the teacher likes more than the fake are promoted. The dependence
+through the hard context tokens is dropped (the paper's implicit stop-gradient).
+
+NaN trap (spec section 9): at visible positions both log f* and log f are -inf off the carried token, so
+a = NaN there; ``where(mask, <G, a>, 0)`` gives correct values but NaN gradients. Every product here uses
+real-token columns of *masked* positions only: ``where`` is applied to log f and a before any product.
+
+Uniform (Duo) process: w = a~_t G + s~_t xi with a~_t the Gaussian scale whose argmax has the teacher's keep
+probability alpha(t) (``GaussianConnection``); z_in = softmax(w / tau) feeds teacher and fake, z_obs = argmax w
+is the current token of the loss g(z_obs, G, f(z_in, t)) (the KL + Itakura-Saito NELBO integrand with soft
+x = G). Gradients flow pathwise through z_in (through the frozen nets) and through the soft target; the argmax
+contributes none. ``pathwise=False`` detaches z_in (the paper's ablation, which drifts).
+
+Design decisions:
+- The student's *input* is the discrete forward process applied to real data (hard tokens, both processes): it
+  is the exact marginal the teacher was trained on and exactly what the sampler feeds it at inference (the
+  spec's relaxed softmax(w~/tau) input at tau = 1e-3 is a near one-hot of the same law).
+- Weights: lambda(t) = -alpha'/(1 - alpha) (masked) is clamped at ``weight_max``; gradient clipping comes from
+  the Trainer. Loss values are per token (divided by L).
+- Optimisers and EMAs: one per role (the Trainer's), ``aux_lr`` separate; ``aux_every`` > 1 runs the student
+  phase every n-th iteration only (n fake steps per student step, keeping the fake caught up).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from fewstep import rng
+from fewstep.denoisers.categorical import CategoricalDenoiser, LatentNoise
+from fewstep.methods.base import Batch, LossOutput, Method, Phase
+from fewstep.processes.categorical import inverse_cdf
+from fewstep.processes.gaussian_connection import GaussianConnection
+from fewstep.samplers.discrete import sample_discrete
+from fewstep.samplers.grids import uniform_grid
+
+Final = Literal["ancestral", "greedy", "none"]
+
+
+# --------------------------------------------------------------------------------------------- pure losses
+def masked_soft_ce(probs: Tensor, log_f: Tensor, z: Tensor, weight: Tensor, mask_id: int) -> Tensor:
+    """lambda(t) sum_{l: z^l = m} -<probs^l, log f^l> per sequence [B].
+
+    Args:
+        probs: [B, L, N] soft targets over the real tokens. log_f: [B, L, >= N] log-probabilities (SUBS output;
+            only the first N columns are used). z: [B, L] corrupted tokens. weight: [B] lambda(t).
+    """
+    n = probs.shape[-1]
+    masked = (z == mask_id).unsqueeze(-1)
+    lf = torch.where(masked, log_f[..., :n], torch.zeros_like(log_f[..., :n]))  # mask BEFORE the product
+    return -weight.to(probs.dtype) * (probs * lf.to(probs.dtype)).sum((-1, -2))
+
+
+def masked_advantage(log_teacher: Tensor, log_fake: Tensor, z: Tensor, mask_id: int, n: int) -> Tensor:
+    """a = log f* - log f [B, L, N] at masked positions, exactly 0 elsewhere (never NaN); detached."""
+    masked = (z == mask_id).unsqueeze(-1)
+    diff = torch.where(masked, log_teacher[..., :n] - log_fake[..., :n], torch.zeros_like(log_teacher[..., :n]))
+    return diff.detach()
+
+
+def masked_generator_loss(probs: Tensor, advantage: Tensor, weight: Tensor) -> Tensor:
+    """-lambda(t) sum_l <G^l, a^l> per sequence [B] (``advantage`` already zero at visible positions)."""
+    return -weight.to(probs.dtype) * (probs * advantage.to(probs.dtype)).sum((-1, -2))
+
+
+# ------------------------------------------------------------------------------------------------ method
+class IDLM(Method):
+    """Inverse distillation of a masked or uniform discrete teacher into a few-step student denoiser.
+
+    Args:
+        teacher: frozen ``CategoricalDenoiser``. student, fake: trainable copies of it (the student may have a
+            latent-noise input, ``latent_dim > 0``).
+        length: sequence length L. steps: default number of sampling steps of ``generate`` (the student serves
+            every K). tau: softmax temperature of the uniform relaxation. pathwise: uniform only; False detaches
+            the relaxed input (ablation). aux_every: fake updates per student update. weight_max: clamp of
+            lambda(t). t_band: (lo, hi) range of the corruption time t (default: the process's training range).
+    """
+
+    def __init__(self, teacher: CategoricalDenoiser, student: CategoricalDenoiser, fake: CategoricalDenoiser, *,
+                 length: int, steps: int = 16, tau: float = 1e-3, pathwise: bool = True, aux_every: int = 1,
+                 weight_max: float = 1e3, t_band: tuple[float, float] | None = None) -> None:
+        super().__init__()
+        process = teacher.process
+        if student.process.kind != process.kind or fake.process.kind != process.kind:
+            raise ValueError("teacher, student and fake must share one discrete process")
+        if fake.latent_dim:
+            raise ValueError("the fake denoiser models p_theta's marginal denoiser: it takes no latent noise")
+        if int(aux_every) != aux_every or aux_every < 1 or tau <= 0 or steps < 1:
+            raise ValueError(f"need aux_every >= 1, tau > 0, steps >= 1; got {aux_every}, {tau}, {steps}")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.student, self.aux = student, fake
+        self.process, self.length, self.steps = process, int(length), int(steps)
+        self.tau, self.pathwise, self.aux_every, self.weight_max = float(tau), bool(pathwise), int(aux_every), weight_max
+        lo, hi = t_band if t_band is not None else (process.t_min, process.t_max)
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"t_band must satisfy 0 <= lo < hi <= 1, got {t_band}")
+        self.t_band = (float(lo), float(hi))
+        self.connection = GaussianConnection(process.vocab) if process.kind == "uniform" else None
+
+    # ------------------------------------------------------------------------------------------ roles
+    def trainable(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "aux": self.aux}
+
+    def frozen(self) -> dict[str, nn.Module]:
+        return {"teacher": self.teacher}
+
+    def phases(self) -> Sequence[Phase]:
+        return (Phase("aux", ("aux",)), Phase("student", ("student",), every=self.aux_every))
+
+    # ------------------------------------------------------------------------------------ the pieces
+    def generator_probs(self, student: nn.Module, x0: Tensor, generator: torch.Generator) -> Tensor:
+        """G [B, L, N] (float32 probabilities over the real tokens) from noised real data x0 [B, L]."""
+        p = self.process
+        t = p.sample_t(x0.shape[0], generator=generator, device=x0.device)
+        z = p.add_noise(x0, t, generator=generator)
+        latent = None
+        dim = getattr(student, "latent_dim", 0) or getattr(getattr(student, "module", None), "latent_dim", 0)
+        if dim:
+            latent = rng.randn((*x0.shape, dim), generator=generator, device=x0.device, dtype=torch.float64).float()
+        logp = student(z, t.float()) if latent is None else student(z, t.float(), latent=latent)
+        return logp[..., :p.vocab].float().exp()
+
+    def corruption_time(self, n: int, generator: torch.Generator, device) -> Tensor:
+        """[n] stratified times in ``t_band`` (float64)."""
+        from fewstep.processes.categorical import stratified_t
+
+        return stratified_t(n, *self.t_band, generator=generator, device=device)
+
+    def corrupt_masked(self, probs: Tensor, t: Tensor, generator: torch.Generator) -> Tensor:
+        """z [B, L] (int64): x ~ Cat(probs) (float64), kept with probability alpha(t), else the mask. No grad."""
+        p = self.process
+        with torch.no_grad():
+            u = rng.rand(probs.shape[:2], generator=generator, device=probs.device, dtype=torch.float64)
+            x = inverse_cdf(probs.double(), u)
+        return p.add_noise(x, t, generator=generator)
+
+    def corrupt_uniform(self, probs: Tensor, t: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(z_in [B, L, N] = softmax(w / tau), z_obs [B, L] = argmax w), w = a~_t G + s~_t xi (grad through G)."""
+        a = self.connection.alpha_tilde(self.process.schedule.alpha(t.double()))
+        xi = rng.randn(probs.shape, generator=generator, device=probs.device, dtype=torch.float64)
+        w = self.connection.corrupt(probs, a.to(probs.device), xi)
+        z_in = torch.softmax(w / self.tau, dim=-1)
+        return z_in, w.detach().argmax(-1)
+
+    def lambda_t(self, t: Tensor) -> Tensor:
+        return self.process.elbo_weight(t.float()).clamp(max=self.weight_max)
+
+    # --------------------------------------------------------------------------------------- losses
+    def loss(self, phase: str, batch: Batch, nets: Mapping[str, nn.Module],
+             generator: torch.Generator) -> LossOutput:
+        x0 = batch["x"]
+        if x0.dtype != torch.long:
+            raise ValueError(f"IDLM trains on int64 tokens, got {x0.dtype}")
+        if phase not in ("aux", "student"):
+            raise ValueError(f"unknown IDLM phase {phase!r}")
+        if phase == "aux":
+            with torch.no_grad():
+                probs = self.generator_probs(nets["student"], x0, generator)
+        else:
+            probs = self.generator_probs(nets["student"], x0, generator)
+        t = self.corruption_time(x0.shape[0], generator, x0.device)
+        if self.process.kind == "masked":
+            return self._masked(phase, probs, t, nets, generator)
+        return self._uniform(phase, probs, t, nets, generator)
+
+    def _masked(self, phase: str, probs: Tensor, t: Tensor, nets: Mapping[str, nn.Module],
+                generator: torch.Generator) -> LossOutput:
+        p, length = self.process, self.length
+        z = self.corrupt_masked(probs.detach(), t, generator)
+        lam = self.lambda_t(t)
+        tf = t.float()
+        if phase == "aux":
+            fake_loss = masked_soft_ce(probs, nets["aux"](z, tf), z, lam, p.mask_id) / length
+            loss = fake_loss.mean()
+            return LossOutput(loss, {"fake_loss": loss.detach()})
+        with torch.no_grad():
+            log_t, log_f = nets["teacher"](z, tf), nets["aux"](z, tf)
+        adv = masked_advantage(log_t, log_f, z, p.mask_id, p.vocab)
+        gen = masked_generator_loss(probs, adv, lam) / length
+        loss = gen.mean()
+        masked = (z == p.mask_id)
+        adv_mean = (probs.detach() * adv).sum(-1)[masked].mean() if bool(masked.any()) else torch.zeros(())
+        return LossOutput(loss, {"idlm_gap": loss.detach(), "advantage": adv_mean.detach(),
+                                 "student_entropy": _entropy(probs).detach()})
+
+    def _uniform(self, phase: str, probs: Tensor, t: Tensor, nets: Mapping[str, nn.Module],
+                 generator: torch.Generator) -> LossOutput:
+        p, length = self.process, self.length
+        tf = t.float()
+        if phase == "aux":
+            z_in, z_obs = self.corrupt_uniform(probs.detach(), t, generator)
+            g = p.elbo_integrand(z_obs, probs.detach(), nets["aux"](z_in.detach(), tf).exp(), tf)
+            loss = (g.sum(-1) / length).mean()
+            return LossOutput(loss, {"fake_loss": loss.detach()})
+        z_in, z_obs = self.corrupt_uniform(probs, t, generator)
+        if not self.pathwise:
+            z_in = z_in.detach()
+        f_t, f_f = nets["teacher"](z_in, tf).exp(), nets["aux"](z_in, tf).exp()
+        gap = p.elbo_integrand(z_obs, probs, f_t, tf) - p.elbo_integrand(z_obs, probs, f_f, tf)
+        loss = (gap.sum(-1) / length).mean()
+        return LossOutput(loss, {"idlm_gap": loss.detach(), "student_entropy": _entropy(probs).detach()})
+
+    # -------------------------------------------------------------------------------------- sampling
+    def generate(self, n: int, *, steps: int | None = None, nets: Mapping[str, nn.Module],
+                 generator: torch.Generator, cond: Tensor | None = None, final: Final = "ancestral",
+                 device: torch.device | str = "cpu", batch_size: int | None = 512, return_stats: bool = False,
+                 **options: object):
+        """``n`` samples [n, L] (int64): the teacher's ancestral sampler with the student as denoiser."""
+        return sample_student_denoiser(nets["student"], n, self.length, steps or self.steps, generator=generator,
+                                       device=device, final=final, batch_size=batch_size, return_stats=return_stats)
+
+    def config(self) -> dict:
+        return {"process": self.process.kind, "length": self.length, "steps": self.steps, "tau": self.tau,
+                "pathwise": self.pathwise, "aux_every": self.aux_every, "weight_max": self.weight_max,
+                "t_band": list(self.t_band), "latent_dim": self.student.latent_dim}
+
+
+def _entropy(probs: Tensor) -> Tensor:
+    """Mean per-position entropy (nats) of [B, L, N] probabilities."""
+    return -(probs * probs.clamp_min(1e-30).log()).sum(-1).mean()
+
+
+def sample_student_denoiser(student: CategoricalDenoiser, n: int, length: int, steps: int, *,
+                            generator: torch.Generator, device: torch.device | str = "cpu",
+                            final: Final = "ancestral", batch_size: int | None = 512, return_stats: bool = False):
+    """The teacher's ancestral sampler (``sample_discrete``) on the uniform ``steps``-step grid with a distilled
+    student as denoiser. A latent-mixture student draws fresh noise at every call from a generator seeded by
+    ``generator`` (so the tokens are a pure function of it); it is never cached."""
+    den: nn.Module = student
+    if student.latent_dim:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        den = LatentNoise(student, torch.Generator(device=device).manual_seed(seed))
+    tokens, stats = sample_discrete(den, n, length, uniform_grid(steps), generator=generator, device=device,
+                                    final=final, batch_size=batch_size)
+    return (tokens, stats) if return_stats else tokens
