@@ -137,7 +137,8 @@ def cmd_distill(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     desc = ("Distill a teacher into a k-step student. Extra flags: --method " + "|".join(DISTILL_METHODS) +
-            " (mm-* for Gaussian teachers, idlm|dmmd for discrete ones), --teacher RUN_DIR|oracle, --steps K, --preset NAME (oracle only; default gmm8d), --config "
+            " (mm-* for Gaussian teachers, idlm|dmmd for discrete ones), --teacher RUN_DIR|oracle, --steps K, "
+            "--preset NAME (oracle only; default gmm8d), --config "
             "RUN/config.json, --quick (seconds; numbers meaningless), --dry-run, --allow-config-change. "
             "Re-running the same command resumes.")
     cfg = tyro.cli(DistillConfig, default=base, args=rest, prog="fewstep distill", description=desc,

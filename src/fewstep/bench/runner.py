@@ -250,6 +250,7 @@ def data_rows(ev: DatasetEval, ctx: BenchContext, base: dict) -> list[dict]:
 def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list[dict]:
     """Run a suite end to end; returns all rows (also written to OUT/results.jsonl)."""
     import fewstep.bench.providers  # noqa: F401  (registers the built-in providers)
+    import fewstep.bench.providers_distill_discrete  # noqa: F401  (idlm, idlm-latent, dmmd)
     import fewstep.bench.providers_imm  # noqa: F401  (imm)
     import fewstep.bench.providers_mm  # noqa: F401  (mm-alternating, mm-instant)
     from fewstep.bench.report import write_report

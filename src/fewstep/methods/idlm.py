@@ -94,6 +94,30 @@ def masked_generator_loss(probs: Tensor, advantage: Tensor, weight: Tensor) -> T
     return -weight.to(probs.dtype) * (probs * advantage.to(probs.dtype)).sum((-1, -2))
 
 
+def relax_uniform(connection: GaussianConnection, process, probs: Tensor, t: Tensor, xi: Tensor,
+                  tau: float) -> tuple[Tensor, Tensor]:
+    """Duo's Gaussian relaxation of soft tokens: w = a~_t G + s~_t xi with T(a~_t) = alpha(t);
+    returns (z_in = softmax(w / tau) [B, L, N] (differentiable in G), z_obs = argmax w [B, L])."""
+    a = connection.alpha_tilde(process.schedule.alpha(t.double()))
+    w = connection.corrupt(probs, a.to(probs.device), xi)
+    return torch.softmax(w / tau, dim=-1), w.detach().argmax(-1)
+
+
+def uniform_gap(connection: GaussianConnection, process, probs: Tensor, t: Tensor, xi: Tensor, tau: float,
+                teacher: nn.Module, fake: nn.Module, *, pathwise: bool = True) -> Tensor:
+    """IDLM-Duo student loss per sequence [B]: sum_l g(z_obs, G, f*(z_in)) - g(z_obs, G, f(z_in)).
+
+    Gradients reach ``probs`` [B, L, N] through the soft target G of g and, with ``pathwise``, through the
+    relaxed input z_in (through both frozen nets); the argmax contributes none. t: [B]; xi: [B, L, N] fixed noise.
+    """
+    z_in, z_obs = relax_uniform(connection, process, probs, t, xi, tau)
+    if not pathwise:
+        z_in = z_in.detach()
+    tt = t.to(probs.dtype)
+    f_t, f_f = teacher(z_in, tt).exp(), fake(z_in, tt).exp()
+    return (process.elbo_integrand(z_obs, probs, f_t, tt) - process.elbo_integrand(z_obs, probs, f_f, tt)).sum(-1)
+
+
 # ------------------------------------------------------------------------------------------------ method
 class IDLM(Method):
     """Inverse distillation of a masked or uniform discrete teacher into a few-step student denoiser.
@@ -121,7 +145,8 @@ class IDLM(Method):
         self.teacher = teacher.eval().requires_grad_(False)
         self.student, self.aux = student, fake
         self.process, self.length, self.steps = process, int(length), int(steps)
-        self.tau, self.pathwise, self.aux_every, self.weight_max = float(tau), bool(pathwise), int(aux_every), weight_max
+        self.tau, self.pathwise, self.aux_every = float(tau), bool(pathwise), int(aux_every)
+        self.weight_max = float(weight_max)
         lo, hi = t_band if t_band is not None else (process.t_min, process.t_max)
         if not 0.0 <= lo < hi <= 1.0:
             raise ValueError(f"t_band must satisfy 0 <= lo < hi <= 1, got {t_band}")
@@ -167,11 +192,8 @@ class IDLM(Method):
 
     def corrupt_uniform(self, probs: Tensor, t: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """(z_in [B, L, N] = softmax(w / tau), z_obs [B, L] = argmax w), w = a~_t G + s~_t xi (grad through G)."""
-        a = self.connection.alpha_tilde(self.process.schedule.alpha(t.double()))
         xi = rng.randn(probs.shape, generator=generator, device=probs.device, dtype=torch.float64)
-        w = self.connection.corrupt(probs, a.to(probs.device), xi)
-        z_in = torch.softmax(w / self.tau, dim=-1)
-        return z_in, w.detach().argmax(-1)
+        return relax_uniform(self.connection, self.process, probs, t, xi, self.tau)
 
     def lambda_t(self, t: Tensor) -> Tensor:
         return self.process.elbo_weight(t.float()).clamp(max=self.weight_max)
@@ -223,12 +245,10 @@ class IDLM(Method):
             g = p.elbo_integrand(z_obs, probs.detach(), nets["aux"](z_in.detach(), tf).exp(), tf)
             loss = (g.sum(-1) / length).mean()
             return LossOutput(loss, {"fake_loss": loss.detach()})
-        z_in, z_obs = self.corrupt_uniform(probs, t, generator)
-        if not self.pathwise:
-            z_in = z_in.detach()
-        f_t, f_f = nets["teacher"](z_in, tf).exp(), nets["aux"](z_in, tf).exp()
-        gap = p.elbo_integrand(z_obs, probs, f_t, tf) - p.elbo_integrand(z_obs, probs, f_f, tf)
-        loss = (gap.sum(-1) / length).mean()
+        xi = rng.randn(probs.shape, generator=generator, device=probs.device, dtype=torch.float64)
+        gap = uniform_gap(self.connection, p, probs, t, xi, self.tau, nets["teacher"], nets["aux"],
+                          pathwise=self.pathwise)
+        loss = (gap / length).mean()
         return LossOutput(loss, {"idlm_gap": loss.detach(), "student_entropy": _entropy(probs).detach()})
 
     # -------------------------------------------------------------------------------------- sampling
