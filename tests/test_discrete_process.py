@@ -326,3 +326,26 @@ def test_float32_gumbel_starves_a_far_tail_that_float64_draws():
     hits = int(categorical(probs, generator=torch.Generator().manual_seed(0)).sum())
     expect = 400_000 * 1e-3 / (1 + 1e-3)
     assert abs(hits - expect) < 5 * math.sqrt(expect)
+
+
+def test_uniform_sample_x_kernel_is_exact_for_a_posterior_generator():
+    """The ``sample-x`` kernel (x ~ Cat(x_hat), then the exact posterior of a one-hot x) is exact for any grid
+    when x_hat is the posterior p(x | z_t) (L = 1): sum_x p(x | z_t) q(z_s | z_t, x) = p(z_s | z_t). Duo's soft
+    kernel with that same x_hat is not (it needs the leave-one-out conditional), which is why distilled
+    generators sample with ``sample-x``."""
+    proc = UniformProcess(N)
+    p1 = _p_data(6, length=1)
+    post = ExactDenoiser(p1, N, 1, proc, mode="mean")
+    n = 200_000
+    for k in (2, 4):
+        tvs = {}
+        for kernel in ("sample-x", "duo"):
+            tokens, stats = sample_uniform(post, n, 1, uniform_grid(k), generator=torch.Generator().manual_seed(k),
+                                           kernel=kernel)
+            emp = torch.bincount(tokens[:, 0], minlength=N).double() / n
+            tvs[kernel] = 0.5 * float((emp - p1).abs().sum())
+            assert stats["kernel"] == kernel
+        assert tvs["sample-x"] < 0.006, tvs  # sampling noise only (~sqrt(N / n))
+        assert tvs["duo"] > 0.01, tvs  # a real bias, > 5x the sampling noise
+    with pytest.raises(ValueError, match="kernel"):
+        sample_uniform(post, 4, 1, uniform_grid(2), generator=torch.Generator(), kernel="soft")

@@ -1,9 +1,10 @@
 """``make demo`` / ``fewstep demo``: train small teachers on built-in data (2-D checkerboard, 8x8 digits),
 sample them at several step counts, distill them into 1- and 4-step Moment Matching students (alternating and
 instant), train Inductive Moment Matching models from scratch (sampled in 1 and 4 steps), and write an
-illustrated report (Markdown + HTML). A text section trains a masked (MDLM) teacher on the ``text-hmm`` source
-(exact likelihood) and, when Tiny Shakespeare is found (``data.text.find_tinyshakespeare``), a character-level
-one, and shows their samples and metrics at several step counts.
+illustrated report (Markdown + HTML). Text sections train masked (MDLM) teachers on ``grid2d`` and the
+``text-hmm`` source (exact likelihood), distill them with IDLM (factorised and latent-mixture students), and,
+when Tiny Shakespeare is found (``data.text.find_tinyshakespeare``), train a character-level teacher; samples
+and metrics at several step counts.
 
 It reuses the benchmark harness with shorter training and fewer samples, so the demo's numbers are
 produced exactly like the benchmark's (but from smaller models; BENCHMARKS.md holds the full runs).
@@ -29,22 +30,34 @@ TEXT_NFE = (1, 4, 16, 64, 256)
 """Steps of the demo's discrete teachers (masked sampling is cached: at most L evaluations per sample)."""
 
 
+TEXT_SUITES: tuple[tuple[str, tuple[str, ...], tuple[int, ...], float, float, int, int | None], ...] = (
+    ("grid2d", ("teacher", "idlm", "idlm-latent"), (1, 2, 4), 0.1, 0.1, 20000, None),
+    ("text-hmm", ("teacher", "idlm"), (4, 16), 0.15, 0.1, 1000, None),
+    ("text-char", ("teacher",), (), 0.25, 0.1, 200, 400),
+)
+"""(suite, methods, student steps, teacher train scale, distillation scale, samples, evaluator steps): grid2d
+shows the factorised vs the latent-mixture IDLM student at 1-4 steps; text-hmm a masked IDLM student."""
+
+
 def _text_parts(out: Path, *, device: str, quick: bool) -> list[tuple[str, Path]]:
-    """The demo's discrete suites: text-hmm (masked teacher) and, if its file is found, text-char."""
+    """The demo's discrete suites: grid2d and text-hmm (masked teacher + IDLM students) and, if its file is
+    found, text-char (teacher)."""
     from fewstep.data.text import find_tinyshakespeare
 
-    suites = [("text-hmm", 0.15, 1000, None)]
-    try:
-        find_tinyshakespeare()
-        suites.append(("text-char", 0.25, 200, 400))
-    except FileNotFoundError as e:
-        print(f"[demo] skipping text-char: {e}")
     parts = []
-    for suite, scale, n, evaluator_steps in suites:
-        opts = BenchOptions(suite=suite, methods=("teacher",), teacher_nfe=TEXT_NFE if not quick else (1, 16),
-                            quick=quick, device=device, out=str(out / suite), processes=("masked",), repeats=1,
-                            min_repeats=1, n_samples=None if quick else n, runs_dir=str(out / "runs"),
-                            train_scale=scale, evaluator_steps=evaluator_steps, command=f"fewstep demo --out {out}")
+    for suite, methods, steps, scale, dscale, n, evaluator_steps in TEXT_SUITES:
+        if suite == "text-char":
+            try:
+                find_tinyshakespeare()
+            except FileNotFoundError as e:
+                print(f"[demo] skipping text-char: {e}")
+                continue
+        opts = BenchOptions(suite=suite, methods=methods, teacher_nfe=TEXT_NFE if not quick else (1, 16),
+                            steps=steps if not quick else steps[:1], quick=quick, device=device,
+                            out=str(out / suite), processes=("masked",), repeats=1, min_repeats=1,
+                            n_samples=None if quick else n, runs_dir=str(out / "runs"), train_scale=scale,
+                            distill_scale=dscale, evaluator_steps=evaluator_steps,
+                            command=f"fewstep demo --out {out}")
         run_bench(opts)
         parts.append((suite, out / suite / "report.md"))
     return parts
@@ -73,6 +86,9 @@ def run_demo(out: Path, *, device: str = "auto", quick: bool = False) -> Path:
           "The text sections train masked discrete diffusion (MDLM) teachers: on text-hmm the oracle NLL is the "
           "exact negative log-likelihood per token under the true source (its own samples give the `data` row), on "
           "text-char GenPPL is scored by a small character model trained here (fewer steps than the benchmark's). "
+          "idlm students are IDLM inverse distillations of the masked teachers (one student serves every step "
+          "count); idlm-latent adds a latent-noise input, so that even one step can represent the correlated grid2d "
+          "table (a factorised one-step sampler cannot go below TV 0.414). "
           "Full-size numbers: BENCHMARKS.md.", ""]
     for suite, path in parts:
         text = path.read_text()

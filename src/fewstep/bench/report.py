@@ -127,6 +127,50 @@ def _student_table(rows: list[dict], metric: str) -> list[str]:
     return lines + [""]
 
 
+SEQ_LENGTH = {"hmm-v32-l64": 64, "grid2d": 2, "tinyshakespeare-l128": 128}
+"""Sequence length L of the discrete benchmark datasets (for tokens per step, L / k)."""
+
+
+def discrete_student_table(rows: list[dict], metric: str) -> list[str]:
+    """Discrete few-step students against their process's teacher curve (benchmarks.md, "Acceleration").
+
+    Columns: tokens per step L / k; the primary value; entropy and its relative difference from the teacher's
+    at its largest NFE; the teacher at the same steps; the curve-based acceleration N / k (log-linear
+    interpolation; ">= 1024/k" when within 2 SE of the teacher at its largest NFE). A student whose entropy
+    differs from the teacher's by more than 2% gets no acceleration (a gain bought with lost diversity).
+    """
+    students = [r for r in rows if r["metric"] == metric and r["method"] not in BASELINES
+                and r.get("process") in ("masked", "uniform")]
+    if not students:
+        return []
+    ent = {(r["method"], r.get("process"), r["sampler"], r["nfe"]): r for r in rows if r["metric"] == "entropy"}
+    lines = [f"Discrete students vs their process's teacher (primary `{metric}`; entropy within 2% of the "
+             "teacher's at its largest NFE required for an acceleration):", "",
+             "| method | process | steps | tokens/step | value | entropy (vs teacher) | teacher @ same steps |"
+             " teacher @ max NFE | acceleration |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(students, key=lambda r: (r["method"], r["process"], r["steps"])):
+        proc = r["process"]
+        curve = best_curve(rows, metric, "teacher", proc)
+        if not curve:
+            continue
+        n_max, v_max, se_max, s_max = curve[-1]
+        same = {n: (v, se) for n, v, se, _ in curve}.get(r["nfe"])
+        _, acc = acceleration(curve, r["value"], r.get("stderr") or 0.0, r["steps"],
+                              lower_is_better=r["lower_is_better"])
+        e_s, e_t = ent.get((r["method"], proc, r["sampler"], r["nfe"])), ent.get(("teacher", proc, s_max, n_max))
+        ent_cell = ""
+        if e_s is not None and e_t is not None:
+            rel = (e_s["value"] - e_t["value"]) / e_t["value"]
+            ent_cell = f"{e_s['value']:.4g} ({rel:+.1%})"
+            if abs(rel) > 0.02:
+                acc = f"— (entropy {rel:+.1%})"
+        length = SEQ_LENGTH.get(r.get("dataset", ""), None)
+        tps = f"{length / r['steps']:g}" if length else ""
+        lines.append(f"| {r['method']} | {proc} | {r['steps']} | {tps} | {_fmt(r['value'], r.get('stderr'))} | "
+                     f"{ent_cell} | {_fmt(*same) if same else ''} | {_fmt(v_max, se_max)} ({n_max}) | {acc} |")
+    return lines + [""]
+
+
 def _clock_table(rows: list[dict], metric: str) -> list[str]:
     rs = [r for r in rows if r["metric"] == metric and r["method"] != "data"]
     lines = ["| method | sampler | NFE | samples/s | sample seconds | train seconds |", "|---|---|---|---|---|---|"]
@@ -165,7 +209,8 @@ def write_report(rows: list[dict], out: Path, *, command: str = "") -> Path:
             arrow = "lower is better" if next(r for r in rs if r["metric"] == m)["lower_is_better"] else \
                 "higher is better"
             lines += [f"### `{m}` ({arrow}; mean ± standard error over repeats)", ""] + _metric_table(rs, m) + [""]
-        lines += _student_table(rs, primary)
+        discrete = any(r.get("process") in ("masked", "uniform") for r in rs)
+        lines += discrete_student_table(rs, primary) if discrete else _student_table(rs, primary)
         lines += ["### Wall clock", ""] + _clock_table(rs, primary) + [""]
         quality_vs_nfe(rs, primary, out / f"quality_vs_nfe_{dataset}.png", title=dataset)
     path = out / "report.md"

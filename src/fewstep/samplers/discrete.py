@@ -26,6 +26,7 @@ from fewstep import rng
 from fewstep.processes.categorical import inverse_cdf
 
 Final = Literal["ancestral", "greedy", "none"]
+Kernel = Literal["duo", "sample-x"]
 
 
 def check_grid(grid: Tensor) -> Tensor:
@@ -124,11 +125,18 @@ def sample_masked(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, gen
 def sample_uniform(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, generator: torch.Generator,
                    device: torch.device | str = "cpu", final: Final = "ancestral",
                    dtype_categorical: torch.dtype = torch.float64, allow_low_precision: bool = False,
-                   batch_size: int | None = None) -> tuple[Tensor, dict]:
-    """n uniform-state samples [n, length] (int64, CPU) and stats (``steps``, ``nfe``, ``final``).
+                   batch_size: int | None = None, kernel: Kernel = "duo") -> tuple[Tensor, dict]:
+    """n uniform-state samples [n, length] (int64, CPU) and stats (``steps``, ``nfe``, ``final``, ``kernel``).
 
     ``final="greedy"``: the last step sets every position to argmax x_theta(z_t, t) (greedy-tail).
+    ``kernel``: ``duo`` (default, teachers): z_s ~ p(z_s | z_t, x_hat) with the soft x_hat plugged into Duo's
+    kernel, exact for the leave-one-out denoiser a NELBO-trained teacher learns. ``sample-x`` (distilled
+    students, which are trained as generators of x given z_t): x ~ Cat(x_hat) per position, then
+    z_s ~ q(z_s | z_t, x) (the exact posterior of a one-hot x), i.e. the mixture sum_x x_hat(x) q(z_s | z_t, x);
+    two float64 uniform tensors per step.
     """
+    if kernel not in ("duo", "sample-x"):
+        raise ValueError(f"unknown uniform kernel {kernel!r}; use duo or sample-x")
     process = denoiser.process
     if process.kind != "uniform":
         raise ValueError("sample_uniform needs a denoiser of a UniformProcess")
@@ -144,17 +152,25 @@ def sample_uniform(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, ge
         if i == k - 1 and final == "greedy":
             z = logp.argmax(-1)
             continue
-        probs = process.posterior_probs(z, logp.double().exp(), t.expand(n), s.expand(n))
+        x_hat = logp.double().exp()
+        if kernel == "sample-x":
+            x = inverse_cdf(x_hat.to(dtype_categorical), u)
+            x_hat = torch.nn.functional.one_hot(x, process.vocab).double()
+            u = rng.rand((n, length), generator=generator, device=device, dtype=dtype_categorical)
+        probs = process.posterior_probs(z, x_hat, t.expand(n), s.expand(n))
         z = inverse_cdf(probs.to(dtype_categorical), u)
     return z.cpu(), {"steps": k, "steps_with_call": k, "row_evals": k * n, "nfe": float(k), "final": final,
-                     "cache": False}
+                     "cache": False, "kernel": kernel}
 
 
 def sample_discrete(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, generator: torch.Generator,
                     **options) -> tuple[Tensor, dict]:
     """Dispatch to :func:`sample_masked` or :func:`sample_uniform` by ``denoiser.process.kind``."""
     if denoiser.process.kind == "masked":
+        options.pop("kernel", None)  # the masked kernel is linear in x_hat: both kernels have one law
         return sample_masked(denoiser, n, length, grid, generator=generator, **options)
     options.pop("cache", None)
     options.pop("force_cache", None)
+    if options.get("kernel") is None:
+        options.pop("kernel", None)
     return sample_uniform(denoiser, n, length, grid, generator=generator, **options)
