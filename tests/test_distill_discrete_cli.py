@@ -111,9 +111,6 @@ def test_discrete_method_needs_a_trained_teacher(tmp_path: Path, method: str):
         assert str(e.value).startswith("error:") and "\n" not in str(e.value)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="library bug: resolve_distill reads tcfg.method.weighting, which MDLMCfg lacks "
-                   "(AttributeError traceback instead of a one-line error)")
 def test_mm_method_on_a_discrete_teacher_is_a_clear_error(teacher_dir: Path, tmp_path: Path):
     with pytest.raises(SystemExit) as e:
         main(["distill", "--method", "mm-alternating", "--teacher", str(teacher_dir), "--steps", "2", "--run-dir",

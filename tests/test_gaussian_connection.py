@@ -102,7 +102,7 @@ def test_alpha_tilde_inverts_keep_prob(vocab):
         assert bool((a > GaussianConnection(8).alpha_tilde(alpha)).all())
 
 
-@pytest.mark.parametrize("bad", [-0.1, -1e-12, 1 + 1e-12, 1.5])
+@pytest.mark.parametrize("bad", [-0.1, -1e-12, 1 + 1e-12, 1.5, float("nan")])
 def test_alpha_tilde_rejects_out_of_range(conn8, bad):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         conn8.alpha_tilde(torch.tensor([0.5, bad], dtype=torch.float64))

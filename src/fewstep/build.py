@@ -271,6 +271,11 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
         weighting = DiffusionCfg().weighting  # the library teacher's default training weight
     else:
         tcfg = _teacher_config(cfg.teacher)
+        from fewstep.build_discrete import is_discrete
+
+        if is_discrete(tcfg):
+            raise ValueError(f"{cfg.teacher} is a discrete ({tcfg.method.name}) teacher: distill it with --method "
+                             "idlm or dmmd (mm-alternating / mm-instant distill Gaussian teachers)")
         for part in ("data", "process", "net"):
             if getattr(cfg, part) != getattr(tcfg, part):
                 raise ValueError(f"{part} differs from the teacher's ({cfg.teacher}/config.json): a student copies "

@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from fewstep import rng
 from fewstep.denoisers.categorical import CategoricalDenoiser, LatentNoise
 from fewstep.methods.base import Batch, LossOutput, Method, Phase
-from fewstep.processes.categorical import inverse_cdf
+from fewstep.processes.categorical import inverse_cdf, stratified_t
 from fewstep.processes.gaussian_connection import GaussianConnection
 from fewstep.samplers.discrete import sample_discrete
 from fewstep.samplers.grids import uniform_grid
@@ -177,10 +177,11 @@ class IDLM(Method):
         return logp[..., :p.vocab].float().exp()
 
     def corruption_time(self, n: int, generator: torch.Generator, device) -> Tensor:
-        """[n] stratified times in ``t_band`` (float64)."""
-        from fewstep.processes.categorical import stratified_t
-
-        return stratified_t(n, *self.t_band, generator=generator, device=device)
+        """[n] stratified times in ``t_band`` (float64), randomly permuted over the batch: stratification is in
+        row order, so without the permutation row i would get t ~ t~ ~ i/B (strongly correlated with the
+        student's input time instead of independent; a 12% bias of the loss on an exact toy)."""
+        t = stratified_t(n, *self.t_band, generator=generator, device=device)
+        return t[torch.randperm(n, generator=generator, device=generator.device).to(t.device)]
 
     def corrupt_masked(self, probs: Tensor, t: Tensor, generator: torch.Generator) -> Tensor:
         """z [B, L] (int64): x ~ Cat(probs) (float64), kept with probability alpha(t), else the mask. No grad."""

@@ -69,8 +69,8 @@ class GaussianConnection:
     def alpha_tilde(self, alpha: Tensor) -> Tensor:
         """The Gaussian scale a with T(a) = ``alpha`` (float64, alpha in [0, 1]; inverse by interpolation)."""
         al = alpha.double()
-        if bool((al < 0).any()) or bool((al > 1).any()):
-            raise ValueError("keep probabilities must lie in [0, 1]")
+        if not bool(((al >= 0) & (al <= 1)).all()):
+            raise ValueError("keep probabilities must lie in [0, 1] (got a value outside it, or NaN)")
         top = float(self.keep[-1])
         if bool((al > top).any()):
             raise ValueError(f"keep probability {float(al.max()):.6g} exceeds the tabulated maximum {top:.6g}: "
