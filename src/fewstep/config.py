@@ -294,6 +294,8 @@ class IDLMCfg:
     """Clamp of lambda(t) (masked)."""
     t_band: tuple[float, float] | None = None
     """Range of the corruption time t (None: the teacher's training range)."""
+    time_coupling: Literal["independent", "shared"] = "independent"
+    """Corruption time t independent of the student's input time t~ (the spec) or shared (t = t~)."""
 
 
 @dataclass(frozen=True)
