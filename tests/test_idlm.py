@@ -24,6 +24,7 @@ from fewstep.methods.idlm import (
     relax_uniform,
     sample_student_denoiser,
     uniform_gap,
+    uniform_rb_terms,
 )
 from fewstep.nets.text_dit import TextDiT
 from fewstep.processes.gaussian_connection import GaussianConnection
@@ -783,3 +784,50 @@ def test_idlm_on_grid2d_lowers_the_objective_and_respects_the_product_bound(tmp_
     x = sample_student_denoiser(student, 20000, 2, 1, generator=torch.Generator().manual_seed(0))
     emp = torch.bincount(x[:, 0] * 32 + x[:, 1], minlength=1024).double().reshape(32, 32) / x.shape[0]
     assert 0.5 * float((emp - law).abs().sum()) < 0.15  # sampling noise of 20k draws over <= 1024 cells
+
+
+# ------------------------------------------------------------------ uniform "hard" estimator (uniform_rb_terms)
+def test_uniform_rb_terms_rao_blackwellise_the_nelbo_integrand():
+    """For one position: sum_z q_t(z | G) sum_v G(v) h_v(z) = sum_x G(x) sum_z q_t(z | x) g(z, x, f) exactly, and
+    sum_z q_t(z | G) h_v(z) = sum_z q_t(z | e_v) g(z, e_v, f) (the exact partial derivative in G(v)), also when
+    f depends on the current token z (as a network's output does)."""
+
+
+    n = 5
+    proc = UniformProcess(n)
+    g = torch.Generator().manual_seed(3)
+    G = torch.softmax(torch.randn(n, generator=g, dtype=torch.float64), -1)
+    f_of_z = torch.softmax(torch.randn(n, n, generator=g, dtype=torch.float64), -1)  # f as a function of z
+    for tv in (0.1, 0.5, 0.9):
+        t = torch.tensor([tv], dtype=torch.float64)
+        a = 1 - tv
+        zs = torch.arange(n).reshape(n, 1)  # every current token z, as B = n rows of length 1
+        f = f_of_z[:, None, :]  # [n, 1, N]
+        h = uniform_rb_terms(proc, zs, G.expand(n, 1, n), f, t.expand(n))[:, 0]  # [z, v]
+        q_z_given = a * torch.eye(n, dtype=torch.float64) + (1 - a) / n  # [v, z] = q_t(z | e_v)
+        q_zg = G @ q_z_given  # q_t(z | G)
+        g_zx = torch.stack([proc.elbo_integrand(zs, torch.full((n, 1), x), f, t.expand(n))[:, 0]
+                            for x in range(n)], 1)  # [z, x] = g(z, e_x, f(z))
+        lhs = (q_zg[:, None] * G[None] * h).sum()
+        rhs = (G[:, None] * q_z_given * g_zx.T).sum()
+        assert float(lhs) == pytest.approx(float(rhs), rel=1e-12)
+        grad_est = (q_zg[:, None] * h).sum(0)  # E_{z ~ q(.|G)} h_v(z)
+        grad_exact = (q_z_given * g_zx.T).sum(1)  # sum_z q(z | e_v) g(z, e_v, f(z))
+        assert torch.allclose(grad_est, grad_exact, rtol=1e-12, atol=0)
+
+
+def test_uniform_hard_estimator_trains_and_vanishes_at_fake_equal_teacher():
+    torch.manual_seed(0)
+    proc = UniformProcess(6)
+    teacher = CategoricalDenoiser(TextDiT(6, 6, 4, dim=16, depth=1, heads=2), proc)
+    method = IDLM(teacher, copy.deepcopy(teacher).requires_grad_(True), copy.deepcopy(teacher).requires_grad_(True),
+                  length=4, uniform_estimator="hard")
+    batch = {"x": torch.randint(0, 6, (16, 4), generator=torch.Generator().manual_seed(1))}
+    nets = {"teacher": method.teacher, "student": method.student, "aux": method.aux}
+    out = method.loss("student", batch, nets, torch.Generator().manual_seed(2))
+    assert float(out.loss.detach()) == 0.0  # fake = teacher: the score difference is exactly zero
+    aux = method.loss("aux", batch, nets, torch.Generator().manual_seed(3))
+    aux.loss.backward()
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in method.aux.parameters())
+    with pytest.raises(ValueError, match="uniform_estimator"):
+        IDLM(teacher, method.student, method.aux, length=4, uniform_estimator="gumbel")

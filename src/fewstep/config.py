@@ -296,6 +296,9 @@ class IDLMCfg:
     """Range of the corruption time t (None: the teacher's training range)."""
     time_coupling: Literal["independent", "shared"] = "independent"
     """Corruption time t independent of the student's input time t~ (the spec) or shared (t = t~)."""
+    uniform_estimator: Literal["relaxed", "hard"] = "relaxed"
+    """Uniform process: the paper's Gaussian relaxation with pathwise gradients, or hard-token corruption with
+    Rao-Blackwellised, importance-weighted per-position scores (``methods.idlm.uniform_rb_terms``)."""
 
 
 @dataclass(frozen=True)

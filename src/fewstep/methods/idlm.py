@@ -74,6 +74,7 @@ from fewstep.samplers.grids import uniform_grid
 
 Final = Literal["ancestral", "greedy", "none"]
 TimeCoupling = Literal["independent", "shared"]
+UniformEstimator = Literal["relaxed", "hard"]
 
 
 # --------------------------------------------------------------------------------------------- pure losses
@@ -126,6 +127,30 @@ def uniform_gap(connection: GaussianConnection, process, probs: Tensor, t: Tenso
     return (process.elbo_integrand(z_obs, probs, f_t, tt) - process.elbo_integrand(z_obs, probs, f_f, tt)).sum(-1)
 
 
+def uniform_rb_terms(process, z: Tensor, probs: Tensor, f: Tensor, t: Tensor) -> Tensor:
+    """h_v [B, L, N] for every clean token v: the uniform NELBO integrand g(z, e_v, f) importance-weighted by
+    q_t(z | e_v) / q_t(z | G),
+
+        h_v = [-alpha' / (N alpha q_t(z | G))] [KL(q_t(. | e_v) || q_t(. | f)) + D_IS(q_t(z | e_v) || q_t(z | f))],
+
+    so that for z ~ q_t(. | G) = sum_x G(x) q_t(. | x): E_z sum_v G(v) h_v = E_{x ~ G} E_{z | x} g(z, x, f)
+    (Rao-Blackwellised over the clean token) and E_z h_v = E_{z ~ q_t(. | e_v)} g(z, e_v, f), the exact partial
+    derivative of that expectation in G(v). O(N) per position. Args: z [B, L] tokens, probs G [B, L, N],
+    f [B, L, N] predicted clean-token probabilities, t [B]; computed in f's dtype."""
+    n, dt = process.vocab, f.dtype
+    a = process.schedule.alpha(t.to(dt)).reshape(-1, 1, 1)
+    da = process.schedule.d_alpha(t.to(dt)).reshape(-1, 1, 1)
+    lo, hi = (1 - a) / n, a + (1 - a) / n
+    log_qf = (a * f + lo).clamp_min(torch.finfo(dt).tiny).log()
+    kl = hi * hi.log() + (n - 1) * lo * lo.log() - lo * log_qf.sum(-1, keepdim=True) - a * log_qf
+    idx = z.unsqueeze(-1)
+    qz_v = lo + a * nn.functional.one_hot(z, n).to(dt)  # q_t(z | e_v)
+    r = qz_v / log_qf.gather(-1, idx).exp()
+    d_is = r - r.log() - 1
+    q_zg = a * probs.to(dt).gather(-1, idx) + lo
+    return (-da / (n * a * q_zg)) * (kl + d_is)
+
+
 # ------------------------------------------------------------------------------------------------ method
 class IDLM(Method):
     """Inverse distillation of a masked or uniform discrete teacher into a few-step student denoiser.
@@ -141,12 +166,14 @@ class IDLM(Method):
             an unbiased estimate of L_IDLM for the mixture p_theta = E_t~ p_theta^t~) or ``shared`` (t = t~: each
             noise level's generator p_theta^t is judged at that same level, sum_t lambda(t) E KL between its and
             the teacher's denoising posteriors; also zero iff every p_theta^t is the data). See the module notes.
+        uniform_estimator: ``relaxed`` (the paper: Gaussian relaxation, pathwise gradients) or ``hard`` (hard
+            tokens, Rao-Blackwellised importance-weighted scores; ``uniform_rb_terms``).
     """
 
     def __init__(self, teacher: CategoricalDenoiser, student: CategoricalDenoiser, fake: CategoricalDenoiser, *,
                  length: int, steps: int = 16, tau: float = 1e-3, pathwise: bool = True, aux_every: int = 1,
                  weight_max: float = 1e3, t_band: tuple[float, float] | None = None,
-                 time_coupling: TimeCoupling = "independent") -> None:
+                 time_coupling: TimeCoupling = "independent", uniform_estimator: UniformEstimator = "relaxed") -> None:
         super().__init__()
         process = teacher.process
         if student.process.kind != process.kind or fake.process.kind != process.kind:
@@ -156,6 +183,9 @@ class IDLM(Method):
         if time_coupling not in ("independent", "shared"):
             raise ValueError(f"unknown time_coupling {time_coupling!r}; use independent or shared")
         self.time_coupling = time_coupling
+        if uniform_estimator not in ("relaxed", "hard"):
+            raise ValueError(f"unknown uniform_estimator {uniform_estimator!r}; use relaxed or hard")
+        self.uniform_estimator = uniform_estimator
         if int(aux_every) != aux_every or aux_every < 1 or tau <= 0 or steps < 1:
             raise ValueError(f"need aux_every >= 1, tau > 0, steps >= 1; got {aux_every}, {tau}, {steps}")
         self.teacher = teacher.eval().requires_grad_(False)
@@ -257,8 +287,29 @@ class IDLM(Method):
         return LossOutput(loss, {"idlm_gap": loss.detach(), "advantage": adv_mean.detach(),
                                  "student_entropy": _entropy(probs).detach()})
 
+    def _uniform_hard(self, phase: str, probs: Tensor, t: Tensor, nets: Mapping[str, nn.Module],
+                      generator: torch.Generator) -> LossOutput:
+        """``uniform_estimator="hard"``: x ~ Cat(G) and z ~ q_t(. | x) as hard tokens (what the teacher was
+        trained on), Rao-Blackwellised soft targets for the fake and the exact per-position score for the
+        student (``uniform_rb_terms``); context dependence dropped as in the masked case."""
+        p, length, tf = self.process, self.length, t.float()
+        with torch.no_grad():
+            u = rng.rand(probs.shape[:2], generator=generator, device=probs.device, dtype=torch.float64)
+            z = p.add_noise(inverse_cdf(probs.detach().double(), u), t, generator=generator)
+        if phase == "aux":
+            h = uniform_rb_terms(p, z, probs.detach(), nets["aux"](z, tf).exp(), tf)
+            loss = ((probs.detach() * h).sum((-1, -2)) / length).mean()
+            return LossOutput(loss, {"fake_loss": loss.detach()})
+        with torch.no_grad():
+            f_t, f_f = nets["teacher"](z, tf).exp(), nets["aux"](z, tf).exp()
+            delta = uniform_rb_terms(p, z, probs, f_t, tf) - uniform_rb_terms(p, z, probs, f_f, tf)
+        loss = ((probs * delta).sum((-1, -2)) / length).mean()
+        return LossOutput(loss, {"idlm_gap": loss.detach(), "student_entropy": _entropy(probs).detach()})
+
     def _uniform(self, phase: str, probs: Tensor, t: Tensor, nets: Mapping[str, nn.Module],
                  generator: torch.Generator) -> LossOutput:
+        if self.uniform_estimator == "hard":
+            return self._uniform_hard(phase, probs, t, nets, generator)
         p, length = self.process, self.length
         tf = t.float()
         if phase == "aux":
@@ -284,7 +335,8 @@ class IDLM(Method):
     def config(self) -> dict:
         return {"process": self.process.kind, "length": self.length, "steps": self.steps, "tau": self.tau,
                 "pathwise": self.pathwise, "aux_every": self.aux_every, "weight_max": self.weight_max,
-                "t_band": list(self.t_band), "latent_dim": self.student.latent_dim, "time_coupling": self.time_coupling}
+                "t_band": list(self.t_band), "latent_dim": self.student.latent_dim, "time_coupling": self.time_coupling,
+                "uniform_estimator": self.uniform_estimator}
 
 
 def _entropy(probs: Tensor) -> Tensor:
