@@ -241,7 +241,7 @@ def build_discrete_distillation(cfg, *, allow_config_change: bool = False, progr
     method = seeded_init(lambda: build_discrete_distill_method(cfg, state), cfg.train.seed)
     data = build_token_data(cfg.data) if data is None else data
     t = cfg.train
-    aux_lr = cfg.method.aux_lr_mult * t.lr
+    lr = cfg.method.lr if cfg.method.lr is not None else t.lr
     return Trainer(
         method, data, run_dir=Path(cfg.run_dir), seed=t.seed, total_nimg=t.total_nimg, batch_size=t.batch_size,
         lr=t.lr, optimizer=t.optimizer, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
@@ -249,7 +249,7 @@ def build_discrete_distillation(cfg, *, allow_config_change: bool = False, progr
         precision=t.precision, ema_halflife_nimg=t.ema_halflife_nimg, ckpt_every_nimg=t.ckpt_every_nimg,
         log_every_nimg=t.log_every_nimg, device=str(resolve_device(t.device)), config=to_dict(cfg),
         allow_config_change=allow_config_change, max_seconds=t.max_seconds, progress=progress,
-        per_role_optim={"aux": {"lr": aux_lr}})
+        per_role_optim={"student": {"lr": lr}, "aux": {"lr": cfg.method.aux_lr_mult * lr}})
 
 
 class DistilledTokenStudent:

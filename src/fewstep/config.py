@@ -288,6 +288,8 @@ class IDLMCfg:
     """Uniform process: gradients through the relaxed input (False: the stop-gradient ablation)."""
     aux_every: int = 1
     """Fake-model updates per student update (the student phase runs every n-th iteration)."""
+    lr: float | None = None
+    """Student LR (None: train.lr); a method option so that bench ``--distill-set lr=...`` can set it."""
     aux_lr_mult: float = 1.0
     """Fake-model LR / student LR."""
     weight_max: float = 1e3
@@ -313,6 +315,8 @@ class DMMDCfg:
     weighting: Literal["auto", "elbo", "flat"] = "auto"
     """w(s): auto = lambda(s) masked, 1 uniform."""
     weight_max: float = 1e3
+    lr: float | None = None
+    """Student LR (None: train.lr)."""
     aux_lr_mult: float = 1.0
     """Auxiliary LR / student LR."""
 
