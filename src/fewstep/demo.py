@@ -31,12 +31,13 @@ TEXT_NFE = (1, 4, 16, 64, 256)
 
 
 TEXT_SUITES: tuple[tuple[str, tuple[str, ...], tuple[int, ...], float, float, int, int | None], ...] = (
-    ("grid2d", ("teacher", "idlm", "idlm-latent"), (1, 2, 4), 0.1, 0.1, 20000, None),
+    ("grid2d", ("teacher", "idlm", "idlm-latent", "dmmd"), (1, 2, 4), 0.1, 0.1, 20000, None),
     ("text-hmm", ("teacher", "idlm"), (4, 16), 0.15, 0.1, 1000, None),
     ("text-char", ("teacher",), (), 0.25, 0.1, 200, 400),
 )
 """(suite, methods, student steps, teacher train scale, distillation scale, samples, evaluator steps): grid2d
-shows the factorised vs the latent-mixture IDLM student at 1-4 steps; text-hmm a masked IDLM student."""
+shows the factorised vs the latent-mixture IDLM student and D-MMD students at 1-4 steps; text-hmm a masked IDLM
+student."""
 
 
 def _text_parts(out: Path, *, device: str, quick: bool) -> list[tuple[str, Path]]:

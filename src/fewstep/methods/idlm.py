@@ -346,20 +346,21 @@ def _entropy(probs: Tensor) -> Tensor:
 
 def sample_student_denoiser(student: CategoricalDenoiser, n: int, length: int, steps: int, *,
                             generator: torch.Generator, device: torch.device | str = "cpu",
-                            final: Final = "ancestral", batch_size: int | None = 512, return_stats: bool = False):
+                            final: Final = "ancestral", batch_size: int | None = 512, return_stats: bool = False,
+                            kernel: str = "duo"):
     """The teacher's ancestral sampler (``sample_discrete``) on the uniform ``steps``-step grid with a distilled
     student as denoiser. A latent-mixture student draws fresh noise at every call from a generator seeded by
     ``generator`` (so the tokens are a pure function of it); it is never cached.
 
-    Uniform process: the student is a generator of x given z_t (trained so that x ~ prod_l Cat(G^l) looks like
-    data), not Duo's leave-one-out denoiser, so each step draws x ~ Cat(G) and then z_s ~ q(z_s | z_t, x)
-    (``kernel="sample-x"``). Plugging G into Duo's soft kernel counts the current token twice (G already
-    depends on it) and keeps noise: on grid2d the IDLM uniform student's TV rose from 0.40 at 1 step to 0.52-0.56
-    at 2-4 steps with it. For the masked process both kernels have the same law."""
+    ``kernel`` (uniform process): ``duo`` (default: the teacher's kernel, as the spec prescribes; right for a
+    student that stays close to the teacher's leave-one-out denoiser) or ``sample-x`` (x ~ Cat(G), then the exact
+    posterior of that x; right for a student that has become a generator of x given z_t). Neither is exact for a
+    student in between; grid2d measurements of both are in BENCHMARKS.md. For the masked process both kernels
+    have the same law."""
     den: nn.Module = student
     if student.latent_dim:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         den = LatentNoise(student, torch.Generator(device=device).manual_seed(seed))
     tokens, stats = sample_discrete(den, n, length, uniform_grid(steps), generator=generator, device=device,
-                                    final=final, batch_size=batch_size, kernel="sample-x")
+                                    final=final, batch_size=batch_size, kernel=kernel)
     return (tokens, stats) if return_stats else tokens
