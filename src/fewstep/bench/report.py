@@ -144,10 +144,13 @@ def discrete_student_table(rows: list[dict], metric: str) -> list[str]:
     if not students:
         return []
     ent = {(r["method"], r.get("process"), r["sampler"], r["nfe"]): r for r in rows if r["metric"] == "entropy"}
+    tv2 = {(r["method"], r.get("process"), r["sampler"], r["nfe"]): r for r in rows if r["metric"] == "ngram_tv2"}
     lines = [f"Discrete students vs their process's teacher (primary `{metric}`; entropy within 2% of the "
-             "teacher's at its largest NFE required for an acceleration):", "",
-             "| method | process | steps | tokens/step | value | entropy (vs teacher) | teacher @ same steps |"
-             " teacher @ max NFE | acceleration |", "|---|---|---|---|---|---|---|---|---|"]
+             "teacher's at its largest NFE required for an acceleration"
+             + ("; bigram TV beside it, teacher's at its largest NFE in brackets" if tv2 else "") + "):", "",
+             "| method | process | steps | tokens/step | value | entropy (vs teacher) | "
+             + ("bigram TV | " if tv2 else "") + "teacher @ same steps | teacher @ max NFE | acceleration |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if tv2 else "")]
     for r in sorted(students, key=lambda r: (r["method"], r["process"], r["steps"])):
         proc = r["process"]
         curve = best_curve(rows, metric, "teacher", proc)
@@ -166,8 +169,13 @@ def discrete_student_table(rows: list[dict], metric: str) -> list[str]:
                 acc = f"— (entropy {rel:+.1%})"
         length = SEQ_LENGTH.get(r.get("dataset", ""), None)
         tps = f"{length / r['steps']:g}" if length else ""
+        tv_cell = ""
+        if tv2:
+            mine, ref = tv2.get((r["method"], proc, r["sampler"], r["nfe"])), tv2.get(("teacher", proc, s_max, n_max))
+            tv_cell = (f"{mine['value']:.3g}" if mine else "") + (f" ({ref['value']:.3g})" if ref else "") + " | "
         lines.append(f"| {r['method']} | {proc} | {r['steps']} | {tps} | {_fmt(r['value'], r.get('stderr'))} | "
-                     f"{ent_cell} | {_fmt(*same) if same else ''} | {_fmt(v_max, se_max)} ({n_max}) | {acc} |")
+                     f"{ent_cell} | {tv_cell}{_fmt(*same) if same else ''} | {_fmt(v_max, se_max)} ({n_max}) | "
+                     f"{acc} |")
     return lines + [""]
 
 
