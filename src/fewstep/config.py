@@ -299,8 +299,9 @@ class IDLMCfg:
     """Range of the corruption time t (None: the teacher's training range)."""
     time_coupling: Literal["independent", "shared"] = "shared"
     """Corruption time t shared with the student's input time t~ (default) or independent of it (the spec).
-    grid2d, 1/2/4 steps (TV, student lr 1e-5, fake 1e-4): latent-mixture student 0.109/0.095/0.091 shared vs
-    0.500/0.495/0.493 independent (where the all-mask generator collapses onto a valid product set)."""
+    grid2d TV at 1/2/4 steps, latent-mixture student with student lr 1e-5 and fake lr 1e-4: 0.109/0.095/0.091
+    shared vs 0.499/0.495/0.493 independent (the all-mask generator stays on a valid product set); both at lr
+    1e-4 1:1: independent 0.150/0.159/0.164, shared drifts (factorised 0.69/0.44/0.40). BENCHMARKS.md."""
     uniform_estimator: Literal["relaxed", "hard"] = "relaxed"
     """Uniform process: the paper's Gaussian relaxation with pathwise gradients, or hard-token corruption with
     Rao-Blackwellised, importance-weighted per-position scores (``methods.idlm.uniform_rb_terms``)."""

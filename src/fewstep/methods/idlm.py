@@ -43,10 +43,10 @@ Design decisions:
 - Time coupling. With t independent of t~ (the spec) the objective is L_IDLM of the mixture over t~, and the
   student at t~ ~ 1 (all-mask input) is a one-step product distribution judged on joint structure: the
   mode-seeking objective then trades coverage for validity (grid2d: a factorised student keeps TV 0.50 at 1,
-  2 and 4 steps, its marginals shrink to a valid product set; the latent-noise student stays there too).
-  ``time_coupling="shared"`` uses t = t~, a per-noise-level form: each level's generator is judged at the
-  level it was fed, so the nearly-all-mask generator is judged mostly on marginals (grid2d results in
-  BENCHMARKS.md).
+  2 and 4 steps, its marginals shrink to a valid product set; at a slow student LR the latent-noise student
+  stays there too). ``time_coupling="shared"`` uses t = t~, a per-noise-level form: each level's generator is
+  judged at the level it was fed, so the nearly-all-mask generator is judged mostly on marginals (grid2d
+  ablation in BENCHMARKS.md).
 - The student's *input* is the discrete forward process applied to real data (hard tokens, both processes): it
   is the exact marginal the teacher was trained on and exactly what the sampler feeds it at inference (the
   spec's relaxed softmax(w~/tau) input at tau = 1e-3 is a near one-hot of the same law).
