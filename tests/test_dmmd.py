@@ -10,11 +10,9 @@ import copy
 import pytest
 import torch
 
-from fewstep.denoisers.categorical import CategoricalDenoiser, subs
+from _tiny_text import LS, NS, latent_copy, tiny_teacher
+from fewstep.denoisers.categorical import subs
 from fewstep.methods.discrete_mmd import DiscreteMMD, dmmd_aux_terms, dmmd_generator_terms
-from fewstep.nets.text_dit import TextDiT
-from fewstep.processes.masked import MaskedProcess
-from fewstep.processes.uniform import UniformProcess
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -273,25 +271,6 @@ def test_visible_positions_contribute_exactly_zero_with_subs_outputs():
 
 
 # ---------------------------------------------------------------------------------------------- smoke
-NS, LS = 6, 4
-
-
-def _teacher(kind: str, seed: int = 0) -> CategoricalDenoiser:
-    torch.manual_seed(seed)
-    proc = MaskedProcess(NS) if kind == "masked" else UniformProcess(NS)
-    net = TextDiT(proc.width, proc.width, LS, dim=32, depth=1, heads=2, time_conditioned=kind == "uniform")
-    return CategoricalDenoiser(net, proc)
-
-
-def _latent_copy(teacher: CategoricalDenoiser, latent_dim: int) -> CategoricalDenoiser:
-    proc = teacher.process
-    net = TextDiT(proc.width, proc.width, LS, dim=32, depth=1, heads=2,
-                  time_conditioned=teacher.net.time_conditioned, latent_dim=latent_dim)
-    missing, unexpected = net.load_state_dict(teacher.net.state_dict(), strict=False)
-    assert missing == ["latent.weight"] and not unexpected
-    return CategoricalDenoiser(net, proc)
-
-
 def _perturb(net: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -301,8 +280,8 @@ def _perturb(net: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
 
 @pytest.mark.parametrize("kind", ["masked", "uniform"])
 def test_dmmd_smoke_both_phases(kind):
-    teacher = _teacher(kind)
-    student = _latent_copy(teacher, 8) if kind == "masked" else copy.deepcopy(teacher)
+    teacher = tiny_teacher(kind)
+    student = latent_copy(teacher, 8) if kind == "masked" else copy.deepcopy(teacher)
     aux = copy.deepcopy(teacher)
     method = DiscreteMMD(teacher, student, aux, length=LS, k=4)
     assert method.weighting == ("elbo" if kind == "masked" else "flat")
@@ -339,7 +318,7 @@ def test_dmmd_smoke_both_phases(kind):
 @pytest.mark.parametrize("kind", ["masked", "uniform"])
 @pytest.mark.parametrize("k", [1, 4, 16])
 def test_draw_times(kind, k):
-    teacher = _teacher(kind)
+    teacher = tiny_teacher(kind)
     method = DiscreteMMD(teacher, copy.deepcopy(teacher), copy.deepcopy(teacher), length=LS, k=k)
     x0 = torch.randint(0, NS, (4096, LS), generator=torch.Generator().manual_seed(0))
     d = method.draw(x0, torch.Generator().manual_seed(k))
@@ -361,7 +340,7 @@ def test_sample_zs_is_consistent_with_the_masked_posterior():
     """Masked: x ~ Cat(p) at masked positions of z_t and the carried token at visible ones; z_s keeps every
     visible token of z_t, reveals only masked positions, and revealed tokens equal x; the reveal frequency is
     (alpha_s - alpha_t)/(1 - alpha_t). Deterministic given the generator."""
-    teacher = _teacher("masked")
+    teacher = tiny_teacher("masked")
     method = DiscreteMMD(teacher, copy.deepcopy(teacher), copy.deepcopy(teacher), length=LS, k=2)
     p = teacher.process
     x0 = torch.randint(0, NS, (2048, LS), generator=torch.Generator().manual_seed(0))
@@ -385,7 +364,7 @@ def test_sample_zs_is_consistent_with_the_masked_posterior():
 def test_sample_zs_uniform_follows_the_one_hot_posterior():
     """Uniform: every position is in P; z_s ~ q(z_s | z_t, x) with one-hot x: the counts of z_s == z_t and of
     z_s == x agree (5 standard errors) with the sums of the exact posterior probabilities of those events."""
-    teacher = _teacher("uniform")
+    teacher = tiny_teacher("uniform")
     method = DiscreteMMD(teacher, copy.deepcopy(teacher), copy.deepcopy(teacher), length=LS, k=2)
     p = teacher.process
     b = 4096
@@ -405,10 +384,10 @@ def test_sample_zs_uniform_follows_the_one_hot_posterior():
 
 
 def test_dmmd_rejects_bad_arguments():
-    teacher = _teacher("masked")
+    teacher = tiny_teacher("masked")
     with pytest.raises(ValueError, match="k must be"):
         DiscreteMMD(teacher, copy.deepcopy(teacher), copy.deepcopy(teacher), length=LS, k=0)
     with pytest.raises(ValueError, match="weighting"):
         DiscreteMMD(teacher, copy.deepcopy(teacher), copy.deepcopy(teacher), length=LS, weighting="bogus")
     with pytest.raises(ValueError, match="latent"):
-        DiscreteMMD(teacher, copy.deepcopy(teacher), _latent_copy(teacher, 8), length=LS)
+        DiscreteMMD(teacher, copy.deepcopy(teacher), latent_copy(teacher, 8), length=LS)

@@ -15,6 +15,7 @@ from scipy.integrate import quad
 from torch import nn
 
 from _discrete_oracles import ExactDenoiser, all_sequences
+from _tiny_text import LS, NS, latent_copy, tiny_teacher
 from fewstep.denoisers.categorical import CategoricalDenoiser, subs
 from fewstep.methods.idlm import (
     IDLM,
@@ -517,25 +518,6 @@ def test_uniform_pathwise_gradient_at_the_default_tau_reaches_no_teacher_grad():
 
 
 # ------------------------------------------------------------------------------------------ smoke
-NS, LS = 6, 4
-
-
-def _teacher(kind: str, seed: int = 0) -> CategoricalDenoiser:
-    torch.manual_seed(seed)
-    proc = MaskedProcess(NS) if kind == "masked" else UniformProcess(NS)
-    net = TextDiT(proc.width, proc.width, LS, dim=32, depth=1, heads=2, time_conditioned=kind == "uniform")
-    return CategoricalDenoiser(net, proc)
-
-
-def _latent_copy(teacher: CategoricalDenoiser, latent_dim: int) -> CategoricalDenoiser:
-    proc = teacher.process
-    net = TextDiT(proc.width, proc.width, LS, dim=32, depth=1, heads=2,
-                  time_conditioned=teacher.net.time_conditioned, latent_dim=latent_dim)
-    missing, unexpected = net.load_state_dict(teacher.net.state_dict(), strict=False)
-    assert missing == ["latent.weight"] and not unexpected
-    return CategoricalDenoiser(net, proc)
-
-
 def _perturb(net: nn.Module, seed: int, scale: float = 0.05) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -551,8 +533,8 @@ def _grads(net: nn.Module) -> list[torch.Tensor]:
 def test_idlm_smoke_both_phases(kind, latent):
     """Both phases on a random batch: finite losses; grads finite and nonzero for the trained net only; at
     initialisation (fake = teacher) the student loss and its gradient are exactly 0."""
-    teacher = _teacher(kind)
-    student = _latent_copy(teacher, latent) if latent else copy.deepcopy(teacher)
+    teacher = tiny_teacher(kind)
+    student = latent_copy(teacher, latent) if latent else copy.deepcopy(teacher)
     fake = copy.deepcopy(teacher)
     method = IDLM(teacher, student, fake, length=LS, steps=4)
     assert [ph.name for ph in method.phases()] == ["aux", "student"]
@@ -596,8 +578,8 @@ def test_latent_student_starts_at_the_teacher():
     """The latent map is zero-initialised: for any noise the latent student's output equals the teacher's
     exactly (both processes); a nonzero latent map makes the noise matter."""
     for kind in ("masked", "uniform"):
-        teacher = _teacher(kind)
-        student = _latent_copy(teacher, 8)
+        teacher = tiny_teacher(kind)
+        student = latent_copy(teacher, 8)
         g = torch.Generator().manual_seed(0)
         z = torch.randint(0, teacher.process.width, (5, LS), generator=g)
         t = torch.rand(5, generator=g)
@@ -611,19 +593,19 @@ def test_latent_student_starts_at_the_teacher():
 
 
 def test_fake_with_latent_noise_and_mixed_processes_are_rejected():
-    teacher = _teacher("masked")
+    teacher = tiny_teacher("masked")
     with pytest.raises(ValueError, match="latent"):
-        IDLM(teacher, copy.deepcopy(teacher), _latent_copy(teacher, 8), length=LS)
+        IDLM(teacher, copy.deepcopy(teacher), latent_copy(teacher, 8), length=LS)
     with pytest.raises(ValueError, match="share one discrete process"):
-        IDLM(teacher, _teacher("uniform"), copy.deepcopy(teacher), length=LS)
+        IDLM(teacher, tiny_teacher("uniform"), copy.deepcopy(teacher), length=LS)
     with pytest.raises(ValueError, match="t_band"):
         IDLM(teacher, copy.deepcopy(teacher), copy.deepcopy(teacher), length=LS, t_band=(0.5, 0.2))
 
 
 # ---------------------------------------------------------------------------------------- sampling
 def test_generate_with_a_latent_student_is_a_pure_function_of_the_generator():
-    teacher = _teacher("masked")
-    student = _latent_copy(teacher, 8)
+    teacher = tiny_teacher("masked")
+    student = latent_copy(teacher, 8)
     _perturb(student.net.latent, 2, scale=0.5)  # make the noise matter
     method = IDLM(teacher, student, copy.deepcopy(teacher), length=LS, steps=2)
     nets = {"student": student}

@@ -128,7 +128,6 @@ def build_trainer(cfg: RunConfig, *, allow_config_change: bool = False, progress
                   data: DataSource | None = None):
     """A ready-to-fit Trainer for ``cfg`` (data, method and optimisation from the config)."""
     from fewstep.build_discrete import TOKEN_DATASETS, is_discrete, resolve_data
-    from fewstep.train.trainer import Trainer
 
     if is_discrete(cfg) != (cfg.data.name in TOKEN_DATASETS):
         raise ValueError(f"--method {cfg.method.name} does not train on {cfg.data.name}: the discrete methods "
@@ -140,13 +139,25 @@ def build_trainer(cfg: RunConfig, *, allow_config_change: bool = False, progress
     data = build_data(cfg.data) if data is None else data
     method = seeded_init(lambda: build_method(cfg, data.shape), cfg.train.seed)
     t = cfg.train
+    return make_trainer(method, data, cfg, device=resolve_device(t.device), allow_config_change=allow_config_change,
+                        progress=progress)
+
+
+def make_trainer(method, data: DataSource, cfg: RunConfig | DistillConfig, *, device: torch.device | str,
+                 allow_config_change: bool = False, progress: bool = True, per_role_optim: dict | None = None):
+    """The ``Trainer`` of ``method`` on ``data`` with the optimisation and bookkeeping of ``cfg.train``; the
+    resolved ``cfg`` is the run's config.json."""
+    from fewstep.train.trainer import Trainer
+
+    t = cfg.train
     return Trainer(
         method, data, run_dir=Path(cfg.run_dir), seed=t.seed, total_nimg=t.total_nimg, batch_size=t.batch_size,
         lr=t.lr, optimizer=t.optimizer, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
         warmup_nimg=t.warmup_nimg, lr_decay=t.lr_decay, lr_final_ratio=t.lr_final_ratio, grad_clip=t.grad_clip,
         precision=t.precision, ema_halflife_nimg=t.ema_halflife_nimg, ckpt_every_nimg=t.ckpt_every_nimg,
-        log_every_nimg=t.log_every_nimg, device=str(resolve_device(t.device)), config=to_dict(cfg),
-        allow_config_change=allow_config_change, max_seconds=t.max_seconds, progress=progress)
+        log_every_nimg=t.log_every_nimg, device=str(device), config=to_dict(cfg),
+        allow_config_change=allow_config_change, max_seconds=t.max_seconds, progress=progress,
+        per_role_optim=per_role_optim)
 
 
 def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu"):
@@ -433,7 +444,6 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
     run's config.json.
     """
     from fewstep.methods.mm import MomentMatching, init_from_teacher
-    from fewstep.train.trainer import Trainer
 
     cfg = resolve_distill(cfg)
     if not isinstance(cfg.method, MMCfg):
@@ -469,14 +479,8 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
         precond_beta=m.precond_beta, c=m.c, jvp=m.jvp)
     aux_lr = m.aux_lr if m.aux_lr is not None else m.aux_lr_mult * t.lr
     per_role = {"aux": {"lr": aux_lr}} if m.mode == "alternating" else None
-    trainer = Trainer(
-        method, data, run_dir=Path(cfg.run_dir), seed=t.seed, total_nimg=t.total_nimg, batch_size=t.batch_size,
-        lr=t.lr, optimizer=t.optimizer, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
-        warmup_nimg=t.warmup_nimg, lr_decay=t.lr_decay, lr_final_ratio=t.lr_final_ratio, grad_clip=t.grad_clip,
-        precision=t.precision, ema_halflife_nimg=t.ema_halflife_nimg, ckpt_every_nimg=t.ckpt_every_nimg,
-        log_every_nimg=t.log_every_nimg, device=str(device), config=to_dict(cfg),
-        allow_config_change=allow_config_change, max_seconds=t.max_seconds, progress=progress,
-        per_role_optim=per_role)
+    trainer = make_trainer(method, data, cfg, device=device, allow_config_change=allow_config_change,
+                           progress=progress, per_role_optim=per_role)
     trainer.warm_start_seconds = warm_secs  # not part of train_seconds (like the oracle regression)
     return trainer
 

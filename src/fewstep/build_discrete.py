@@ -232,24 +232,17 @@ def build_discrete_distill_method(cfg, teacher_state: dict | None):
 
 def build_discrete_distillation(cfg, *, allow_config_change: bool = False, progress: bool = True, data=None):
     """A ready-to-fit Trainer for IDLM / D-MMD: teacher = the EMA weights of a discrete teacher run."""
-    from fewstep.build import resolve_device, seeded_init
-    from fewstep.config import to_dict
+    from fewstep.build import make_trainer, resolve_device, seeded_init
     from fewstep.train.checkpoint import find_weights, load_weights
-    from fewstep.train.trainer import Trainer
 
     state, _ = load_weights(find_weights(cfg.teacher, "model", ema=True))
     method = seeded_init(lambda: build_discrete_distill_method(cfg, state), cfg.train.seed)
     data = build_token_data(cfg.data) if data is None else data
     t = cfg.train
     lr = cfg.method.lr if cfg.method.lr is not None else t.lr
-    return Trainer(
-        method, data, run_dir=Path(cfg.run_dir), seed=t.seed, total_nimg=t.total_nimg, batch_size=t.batch_size,
-        lr=t.lr, optimizer=t.optimizer, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
-        warmup_nimg=t.warmup_nimg, lr_decay=t.lr_decay, lr_final_ratio=t.lr_final_ratio, grad_clip=t.grad_clip,
-        precision=t.precision, ema_halflife_nimg=t.ema_halflife_nimg, ckpt_every_nimg=t.ckpt_every_nimg,
-        log_every_nimg=t.log_every_nimg, device=str(resolve_device(t.device)), config=to_dict(cfg),
-        allow_config_change=allow_config_change, max_seconds=t.max_seconds, progress=progress,
-        per_role_optim={"student": {"lr": lr}, "aux": {"lr": cfg.method.aux_lr_mult * lr}})
+    return make_trainer(method, data, cfg, device=resolve_device(t.device), allow_config_change=allow_config_change,
+                        progress=progress,
+                        per_role_optim={"student": {"lr": lr}, "aux": {"lr": cfg.method.aux_lr_mult * lr}})
 
 
 class DistilledTokenStudent:
