@@ -137,7 +137,9 @@ def discrete_student_table(rows: list[dict], metric: str) -> list[str]:
     Columns: tokens per step L / k; the primary value; entropy and its relative difference from the teacher's
     at its largest NFE; the teacher at the same steps; the curve-based acceleration N / k (log-linear
     interpolation; ">= 1024/k" when within 2 SE of the teacher at its largest NFE). A student whose entropy
-    differs from the teacher's by more than 2% gets no acceleration (a gain bought with lost diversity).
+    differs from the teacher's by more than 2% gets no acceleration (a gain bought with lost diversity), nor does
+    one more than 2 SE *better* than real data on a lower-is-better metric with a data row (``oracle_nll``
+    below the source's own value means collapsed, over-predictable samples; spec/benchmarks.md).
     """
     students = [r for r in rows if r["metric"] == metric and r["method"] not in BASELINES
                 and r.get("process") in ("masked", "uniform")]
@@ -145,8 +147,9 @@ def discrete_student_table(rows: list[dict], metric: str) -> list[str]:
         return []
     ent = {(r["method"], r.get("process"), r["sampler"], r["nfe"]): r for r in rows if r["metric"] == "entropy"}
     tv2 = {(r["method"], r.get("process"), r["sampler"], r["nfe"]): r for r in rows if r["metric"] == "ngram_tv2"}
+    data = {r.get("dataset"): r for r in rows if r["metric"] == metric and r["method"] == "data"}
     lines = [f"Discrete students vs their process's teacher (primary `{metric}`; entropy within 2% of the "
-             "teacher's at its largest NFE required for an acceleration"
+             "teacher's at its largest NFE, and a value not below real data's, required for an acceleration"
              + ("; bigram TV beside it, teacher's at its largest NFE in brackets" if tv2 else "") + "):", "",
              "| method | process | steps | tokens/step | value | entropy (vs teacher) | "
              + ("bigram TV | " if tv2 else "") + "teacher @ same steps | teacher @ max NFE | acceleration |",
@@ -167,6 +170,10 @@ def discrete_student_table(rows: list[dict], metric: str) -> list[str]:
             ent_cell = f"{e_s['value']:.4g} ({rel:+.1%})"
             if abs(rel) > 0.02:
                 acc = f"— (entropy {rel:+.1%})"
+        floor = data.get(r["dataset"]) if r["lower_is_better"] else None
+        if floor is not None and r["value"] < floor["value"] - 2 * math.hypot(floor.get("stderr") or 0.0,
+                                                                           r.get("stderr") or 0.0):
+            acc = "— (below real data)"
         length = SEQ_LENGTH.get(r.get("dataset", ""), None)
         tps = f"{length / r['steps']:g}" if length else ""
         tv_cell = ""
