@@ -33,15 +33,15 @@ NaN trap (spec section 9): at visible positions both log f* and log f are -inf o
 a = NaN there; ``where(mask, <G, a>, 0)`` gives correct values but NaN gradients. Every product here uses
 real-token columns of *masked* positions only: ``where`` is applied to log f and a before any product.
 
-Uniform (Duo) process, as in the paper: w = a~_t G + s~_t xi with a~_t the Gaussian scale whose argmax has the teacher's keep
-probability alpha(t) (``GaussianConnection``); z_in = softmax(w / tau) feeds teacher and fake, z_obs = argmax w
-is the current token of the loss g(z_obs, G, f(z_in, t)) (the KL + Itakura-Saito NELBO integrand with soft
-x = G). Gradients flow pathwise through z_in (through the frozen nets) and through the soft target; the argmax
+Uniform (Duo) process, as in the paper: w = a~_t G + s~_t xi with a~_t the Gaussian scale whose argmax has the
+teacher's keep probability alpha(t) (``GaussianConnection``); z_in = softmax(w / tau) feeds teacher and fake, z_obs
+= argmax w is the current token of the loss g(z_obs, G, f(z_in, t)) (the KL + Itakura-Saito NELBO integrand with
+soft x = G). Gradients flow pathwise through z_in (through the frozen nets) and through the soft target; the argmax
 contributes none. ``pathwise=False`` detaches z_in (the paper's ablation, which drifts). That is
-``uniform_estimator="relaxed"``. The default ``"hard"`` estimator is the masked case's analogue: x ~ Cat(G) and
-z ~ q_t(. | x) as hard tokens (what teacher and fake were trained on); the fake's target and the student's score
-are Rao-Blackwellised over the clean token with importance weights q_t(z | e_v) / q_t(z | G)
-(``uniform_rb_terms``, exact identity tested), and the context dependence is dropped as in the masked case.
+``uniform_estimator="relaxed"``. The default ``"hard"`` estimator is the masked case's analogue: x ~ Cat(G) and z ~
+q_t(. | x) as hard tokens (what teacher and fake were trained on); the fake's target and the student's score are
+Rao-Blackwellised over the clean token with importance weights q_t(z | e_v) / q_t(z | G) (``uniform_rb_terms``,
+exact identity tested), and the context dependence is dropped as in the masked case.
 
 Design decisions:
 - Time coupling. With t independent of t~ (the spec) the objective is L_IDLM of the mixture over t~, and the
