@@ -93,6 +93,30 @@ def test_changed_config_is_refused_unless_allowed(tmp_path: Path) -> None:
         _trainer(tmp_path / "d", 2, lr=3e-3).fit()
 
 
+def test_field_added_at_its_default_is_not_a_change(tmp_path: Path) -> None:
+    """An older run's config.json lacks a field a newer version added: at its default it resumes (and the file
+    gains the field); at any other value it is a change."""
+    defaults = {"net": {"width": 32, "heads": 4}}
+    _trainer(tmp_path, 2, config={"net": {"width": 32}}).fit()
+    out = _trainer(tmp_path, 4, config={"net": {"width": 32, "heads": 4}}, config_defaults=defaults).fit()
+    assert out["nimg"] == 4 * B
+    assert json.loads((tmp_path / "config.json").read_text()) == {"net": {"width": 32, "heads": 4}}
+    _trainer(tmp_path / "b", 2, config={"net": {"width": 32}}).fit()
+    with pytest.raises(ConfigMismatchError, match=r"changed: net\.heads"):
+        _trainer(tmp_path / "b", 4, config={"net": {"width": 32, "heads": 8}}, config_defaults=defaults).fit()
+    with pytest.raises(ConfigMismatchError, match=r"changed: net\.heads"):  # no defaults known: a change
+        _trainer(tmp_path / "b", 4, config={"net": {"width": 32, "heads": 4}}).fit()
+
+
+def test_defaults_like_follows_the_actual_method() -> None:
+    from fewstep.config import MDLMCfg, RunConfig, defaults_like, to_dict
+
+    cfg = RunConfig(method=MDLMCfg())
+    d = defaults_like(cfg)
+    assert d["method"] == to_dict(MDLMCfg()) and d["train"] == to_dict(cfg.train)
+    assert d["net"] == to_dict(cfg.net)
+
+
 def test_crash_during_save_keeps_latest_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reference = _trainer(tmp_path / "ref", 6, ckpt_every_nimg=3 * B)
     reference.fit()

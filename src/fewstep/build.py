@@ -13,7 +13,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fewstep.config import DataCfg, DiffusionCfg, DistillConfig, IMMCfg, MMCfg, NetCfg, ProcessCfg, RunConfig, to_dict
+from fewstep.config import (
+    DataCfg,
+    DiffusionCfg,
+    DistillConfig,
+    IMMCfg,
+    MMCfg,
+    NetCfg,
+    ProcessCfg,
+    RunConfig,
+    defaults_like,
+    to_dict,
+)
 from fewstep.data.source import DataSource, SamplerSource, TensorSource
 from fewstep.denoisers.gaussian import GaussianDenoiser
 from fewstep.methods.diffusion import GaussianDiffusion
@@ -156,8 +167,8 @@ def make_trainer(method, data: DataSource, cfg: RunConfig | DistillConfig, *, de
         warmup_nimg=t.warmup_nimg, lr_decay=t.lr_decay, lr_final_ratio=t.lr_final_ratio, grad_clip=t.grad_clip,
         precision=t.precision, ema_halflife_nimg=t.ema_halflife_nimg, ckpt_every_nimg=t.ckpt_every_nimg,
         log_every_nimg=t.log_every_nimg, device=str(device), config=to_dict(cfg),
-        allow_config_change=allow_config_change, max_seconds=t.max_seconds, progress=progress,
-        per_role_optim=per_role_optim)
+        config_defaults=defaults_like(cfg), allow_config_change=allow_config_change, max_seconds=t.max_seconds,
+        progress=progress, per_role_optim=per_role_optim)
 
 
 def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu"):

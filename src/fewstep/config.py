@@ -376,6 +376,25 @@ def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def defaults_like(cfg: Any) -> dict:
+    """The default value of every field of a (nested) config dataclass, as a JSON tree shaped like
+    :func:`to_dict` ``(cfg)``; nested dataclasses recurse on the *actual* value (so a method union resolves to
+    the run's method). Fields without a default are left out. Used to tell a field that a newer version added
+    (absent from an old run's config.json, at its default now) from a real change."""
+    out: dict = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out[f.name] = defaults_like(value)
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = json.loads(json.dumps(f.default, default=str))
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = json.loads(json.dumps(dataclasses.asdict(f.default_factory())
+                                                if dataclasses.is_dataclass(f.default_factory)
+                                                else f.default_factory(), default=str))
+    return out
+
+
 def from_dict(cls: type, d: dict) -> Any:
     """Rebuild a (nested) frozen dataclass from :func:`to_dict` output; unknown keys are an error."""
     kwargs = {}

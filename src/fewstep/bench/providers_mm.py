@@ -21,7 +21,7 @@ from pathlib import Path
 from fewstep.bench.providers import teacher_config, trained_teacher
 from fewstep.bench.runner import BenchContext, ModelEntry, config_overrides, register
 from fewstep.build import ORACLE, build_distillation, data_shape, distill_config, oracle_net
-from fewstep.config import DistillConfig, MMCfg
+from fewstep.config import DistillConfig, MMCfg, TrainCfg
 from fewstep.presets import quick_distill
 
 
@@ -45,8 +45,9 @@ def mm_config(ctx: BenchContext, method: str, k: int, teacher: str) -> DistillCo
         if opts.distill_scale is not None:
             name += f"-d{scale:g}"
     if opts.distill_set:
-        cfg = replace(cfg, method=replace(cfg.method, **_overrides(opts.distill_set)))
-        name += "-" + "-".join(f"{k}={v}" for k, v in _overrides(opts.distill_set).items())
+        method_set, train_set = _overrides(opts.distill_set)
+        cfg = replace(cfg, method=replace(cfg.method, **method_set), train=replace(cfg.train, **train_set))
+        name += "-" + "-".join(f"{k}={v}" for k, v in _flat_overrides(opts.distill_set).items())
     if opts.distill_seed is not None:
         cfg = replace(cfg, train=replace(cfg.train, seed=opts.distill_seed))
         name += f"-seed{opts.distill_seed}"
@@ -57,8 +58,19 @@ def mm_config(ctx: BenchContext, method: str, k: int, teacher: str) -> DistillCo
                    train=replace(cfg.train, device=str(ctx.device), precision=precision))
 
 
-def _overrides(pairs: tuple[tuple[str, str], ...]) -> dict:
-    return config_overrides(pairs, MMCfg, flag="--distill-set", fixed=("name", "mode", "steps"))
+def _overrides(pairs: tuple[tuple[str, str], ...]) -> tuple[dict, dict]:
+    """``--distill-set`` pairs -> (MMCfg overrides, TrainCfg overrides); training fields are prefixed
+    ``train.`` (e.g. ``train.ema_halflife_nimg=25600``)."""
+    method = tuple((k, v) for k, v in pairs if not k.startswith("train."))
+    train = tuple((k.removeprefix("train."), v) for k, v in pairs if k.startswith("train."))
+    return (config_overrides(method, MMCfg, flag="--distill-set", fixed=("name", "mode", "steps")),
+            config_overrides(train, TrainCfg, flag="--distill-set train.",
+                             fixed=("device", "precision", "total_nimg", "seed", "betas")))
+
+
+def _flat_overrides(pairs: tuple[tuple[str, str], ...]) -> dict:
+    method, train = _overrides(pairs)
+    return {**method, **{f"train.{k}": v for k, v in train.items()}}
 
 
 def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:
@@ -74,7 +86,7 @@ def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:
     extra["warm_start_seconds"] = float(getattr(trainer, "warm_start_seconds", 0.0))
     extra["distill_seed"] = cfg.train.seed
     if ctx.options.distill_set:
-        extra["distill_options"] = _overrides(ctx.options.distill_set)
+        extra["distill_options"] = _flat_overrides(ctx.options.distill_set)
     student = trainer.ema["student"].eval().requires_grad_(False)
     sampler, shape, device = trainer.method, data_shape(ctx.dataset), trainer.device
 

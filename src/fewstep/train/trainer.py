@@ -51,12 +51,17 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
-def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two JSON trees."""
+def _diff(old: Any, new: Any, prefix: str = "", defaults: Any = None) -> list[str]:
+    """Dotted keys whose values differ between two JSON trees. A key absent from ``old`` whose ``new`` value
+    equals its entry in ``defaults`` (a tree shaped like ``new``) is not a change: a field added by a newer
+    version, at its default."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
+        defaults = defaults if isinstance(defaults, dict) else {}
         for key in sorted(set(old) | set(new)):
-            out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
+            if key not in old and key in defaults and new.get(key) == defaults[key]:
+                continue
+            out += _diff(old.get(key), new.get(key), f"{prefix}{key}.", defaults.get(key))
         return out
     return [] if old == new else [prefix.rstrip(".") or "<root>"]
 
@@ -84,6 +89,8 @@ class Trainer:
         evaluators: callables ``(method, ema_nets, nimg) -> {name: float}``.
         device: ``"cpu"``, ``"cuda"`` (becomes ``cuda:LOCAL_RANK``) or a device.
         config: the run config (JSON-able); default: the method's config and these hyper-parameters.
+        config_defaults: the defaults of ``config``'s fields (``config.defaults_like``): a field missing from
+            an older run's config.json that sits at its default here is not a change.
         allow_config_change: accept a ``config`` that differs from ``run_dir/config.json``.
         max_seconds: wall-clock budget over all resumes; then stop with a checkpoint.
         progress: print status lines on rank 0.
@@ -102,8 +109,9 @@ class Trainer:
                  ema_halflife_nimg: float = 50_000, ema_rampup: float | None = None,
                  ckpt_every_nimg: int = 1_000_000, log_every_nimg: int = 10_000, eval_every_nimg: int = 0,
                  evaluators: Sequence[Evaluator] = (), device: str | torch.device = "cpu",
-                 config: dict | None = None, allow_config_change: bool = False,
-                 max_seconds: float | None = None, progress: bool = True, keep: int = 2,
+                 config: dict | None = None, config_defaults: dict | None = None,
+                 allow_config_change: bool = False, max_seconds: float | None = None, progress: bool = True,
+                 keep: int = 2,
                  per_role_optim: dict[str, dict] | None = None,
                  micro_batch: int | None = None, loggers: Sequence[Logger] = (),
                  ddp_find_unused: bool = False) -> None:
@@ -169,6 +177,7 @@ class Trainer:
         default = {"method": type(method).__name__, "method_config": method.config(),
                    "data": getattr(data, "name", type(data).__name__), "trainer": hparams}
         self.config: dict = _jsonable(config if config is not None else default)
+        self.config_defaults: dict | None = _jsonable(config_defaults) if config_defaults is not None else None
         self.nimg, self.train_seconds = 0, 0.0
         self._wrapped: dict[str, nn.Module] | None = None
         self._acc: dict[str, tuple[Tensor, int]] = {}
@@ -382,8 +391,8 @@ class Trainer:
             old = json.loads(path.read_text())
             if old == self.config:
                 return
-            self._changed = _diff(old, self.config)
-            if not self.allow_config_change:
+            self._changed = _diff(old, self.config, defaults=self.config_defaults)
+            if self._changed and not self.allow_config_change:
                 raise ConfigMismatchError(
                     f"{path} differs from this run's config (changed: {', '.join(self._changed[:8])}); "
                     "pass allow_config_change=True (CLI: --allow-config-change) to continue anyway")
