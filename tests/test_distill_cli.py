@@ -158,7 +158,10 @@ def test_bench_distill_options_name_runs_and_reject_bad_fields(tmp_path: Path):
     from fewstep.bench.providers_mm import _overrides, mm_config
     from fewstep.bench.runner import BenchContext
 
-    assert _overrides((("renoise", "fresh"), ("aux_lr", "3e-4"))) == {"renoise": "fresh", "aux_lr": 3e-4}
+    assert _overrides((("renoise", "fresh"), ("aux_lr", "3e-4"))) == ({"renoise": "fresh", "aux_lr": 3e-4}, {})
+    assert _overrides((("train.ema_halflife_nimg", "25600"),)) == ({}, {"ema_halflife_nimg": 25600})
+    with pytest.raises(ValueError, match="not a settable Train option"):
+        _overrides((("train.total_nimg", "5"),))  # the length is --distill-scale's
     with pytest.raises(ValueError, match="not a settable MM option"):
         _overrides((("steps", "3"),))
     with pytest.raises(ValueError, match="not a settable MM option"):
@@ -169,5 +172,10 @@ def test_bench_distill_options_name_runs_and_reject_bad_fields(tmp_path: Path):
     assert cfg.method.renoise == "fresh" and cfg.train.seed == 2
     assert cfg.train.total_nimg == DISTILL_TRAIN.total_nimg // 2
     assert Path(cfg.run_dir).name == "gmm8d-oracle-d0.5-renoise=fresh-seed2-mm-alternating-k4"
+    opts = BenchOptions(suite="toy", distill_set=(("train.ema_halflife_nimg", "25600"),))
+    cfg = mm_config(BenchContext(options=opts, dataset="gmm8d", device=torch.device("cpu"), runs_dir=tmp_path),
+                    "mm-alternating", 8, "oracle")
+    assert cfg.train.ema_halflife_nimg == 25600
+    assert Path(cfg.run_dir).name == "gmm8d-oracle-train.ema_halflife_nimg=25600-mm-alternating-k8"
     with pytest.raises(ValueError, match="distill teachers"):
         run_bench(BenchOptions(suite="toy", distill_teachers=("teacher",), out=str(tmp_path / "b")))
