@@ -389,9 +389,7 @@ def defaults_like(cfg: Any) -> dict:
         elif f.default is not dataclasses.MISSING:
             out[f.name] = json.loads(json.dumps(f.default, default=str))
         elif f.default_factory is not dataclasses.MISSING:
-            out[f.name] = json.loads(json.dumps(dataclasses.asdict(f.default_factory())
-                                                if dataclasses.is_dataclass(f.default_factory)
-                                                else f.default_factory(), default=str))
+            out[f.name] = json.loads(json.dumps(f.default_factory(), default=str))
     return out
 
 
