@@ -6,7 +6,12 @@ For a trained IMM run, prints for the pushforward and restart samplers at 1, 2, 
 map f_{t_{i+1}, t_i} applied to *true* x_{t_i} (energy distance to true x_{t_{i+1}}): if these are small while the
 chained pushforward is worse, the maps compound each other's errors.
 
-    python scripts/imm_steps_diagnosis.py RUN_DIR [--steps 1,2,4,8,16]
+    python scripts/imm_steps_diagnosis.py RUN_DIR [--steps 1,2,4,8,16] [--repeats 8] [--no-maps]
+
+With ``--repeats R`` every cell is the mean over R sample sets (the bench uses 8 with the same generators and
+reference sets), and each step count is also compared with 2 steps *paired* over the R sets: the mean and SE of
+metric(k) - metric(2) on the same reference sets, which removes the reference noise that dominates the SE of
+each cell (for "does quality get worse with more steps").
 """
 
 from __future__ import annotations
@@ -28,22 +33,32 @@ def main() -> None:
     ap.add_argument("run")
     ap.add_argument("--steps", default="1,2,4,8,16")
     ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-maps", action="store_true", help="skip the single-map errors")
     args = ap.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     cfg, m, nets = load_trained(args.run, ema=True)
     ev, shape, name = make_eval(cfg.data.name), data_shape(cfg.data.name), cfg.data.name
+    reps = args.repeats
     for sampler in ("pushforward", "restart"):
-        cells = []
+        cells, primary = [], {}
         for k in steps:
             vals = []
-            for r in range(2):
+            for r in range(reps):
                 x = m.generate(args.n, steps=k, nets=nets, generator=seeded(0, r, 3), shape=shape, sampler=sampler)
                 v = ev.evaluate(x, r, 0)
                 if name == "checkerboard2d":
                     v["cell_std"] = float((x - x.floor() - 0.5).std(0).mean())
                 vals.append(v)
-            cells.append(f"{k}: " + " ".join(f"{key}={sum(v[key] for v in vals) / 2:.4f}" for key in vals[0]))
+            primary[k] = torch.tensor([v[ev.primary] for v in vals], dtype=torch.float64)
+            cells.append(f"{k}: " + " ".join(f"{key}={sum(v[key] for v in vals) / reps:.5f}" for key in vals[0]))
         print(f"{sampler:12s}", " | ".join(cells), flush=True)
+        if 2 in primary and reps > 1:
+            diffs = [(k, primary[k] - primary[2]) for k in steps if k != 2]
+            print(f"{sampler:12s} {ev.primary}(k) - {ev.primary}(2), paired over {reps} sets:",
+                  " | ".join(f"{k}: {d.mean():+.5f} ± {d.std() / reps ** 0.5:.5f}" for k, d in diffs), flush=True)
+    if args.no_maps:
+        return
     data, fmap, n = build_data(cfg.data), nets["model"], args.n
     g = torch.Generator().manual_seed(0)
 

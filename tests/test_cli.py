@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fewstep.cli import main
 
@@ -74,3 +75,24 @@ def test_missing_inputs_are_clear_errors(tmp_path: Path):
 def test_bad_steps(steps: str, tmp_path: Path):
     r = run_cli("sample", "--run", str(tmp_path), "--steps", steps)
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_sample_an_older_checkpoint(tmp_path: Path):
+    from safetensors.torch import load_file
+
+    from fewstep.build import load_trained
+
+    run = tmp_path / "run"
+    assert run_cli("train", "--preset", "tiny", "--run-dir", str(run)).returncode == 0
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
+    assert ckpts == ["nimg_000001024", "nimg_000002048"]
+    _, _, old = load_trained(run, checkpoint=ckpts[0])
+    _, _, new = load_trained(run)
+    want = load_file(run / "checkpoints" / ckpts[0] / "model.ema.safetensors")
+    got = old["model"].state_dict()
+    assert all(torch.equal(got[k], v) for k, v in want.items())
+    assert any(not torch.equal(got[k], new["model"].state_dict()[k]) for k in want)
+    r = run_cli("sample", "--run", str(run), "--checkpoint", "nimg_000000512", "--n", "8", "--device", "cpu")
+    assert r.returncode != 0 and "no checkpoint 'nimg_000000512'" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("sample", "--run", str(run), "--checkpoint", ckpts[0], "--steps", "2", "--n", "8", "--device", "cpu")
+    assert r.returncode == 0, r.stderr

@@ -171,22 +171,29 @@ def make_trainer(method, data: DataSource, cfg: RunConfig | DistillConfig, *, de
         progress=progress, per_role_optim=per_role_optim)
 
 
-def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu"):
+def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | None = None):
     """(config, method, nets) of a trained run: the method rebuilt from config.json, weights from the latest
     checkpoint (EMA by default), networks in eval mode on ``device``.
 
-    For a distillation run: (DistillConfig, DistilledStudent, {"student": net}); only the student is loaded
-    (the teacher is not needed to sample)."""
+    ``checkpoint`` names an older checkpoint of the run to load instead (e.g. ``"nimg_000192000"``, one of
+    ``checkpoints/``; the run keeps the newest ``keep`` of them). For a distillation run: (DistillConfig,
+    DistilledStudent, {"student": net}); only the student is loaded (the teacher is not needed to sample)."""
     from fewstep.config import load_any_config
-    from fewstep.train.checkpoint import find_weights, load_weights
+    from fewstep.train.checkpoint import checkpoint_dirs, find_weights, load_weights
 
     cfg = load_any_config(run_dir)
+    weights = Path(run_dir)
+    if checkpoint is not None:
+        weights = weights / "checkpoints" / checkpoint
+        if not weights.is_dir():
+            have = sorted(p.name for p in checkpoint_dirs(run_dir))
+            raise FileNotFoundError(f"run {run_dir} has no checkpoint {checkpoint!r} (have {have})")
     if isinstance(cfg, DistillConfig):
-        return _load_distilled(run_dir, cfg, ema=ema, device=device)
+        return _load_distilled(weights, cfg, ema=ema, device=device)
     method = build_method(cfg, sample_shape(cfg.data))
     nets = {}
     for role, module in method.trainable().items():
-        state, _ = load_weights(find_weights(run_dir, role, ema=ema))
+        state, _ = load_weights(find_weights(weights, role, ema=ema))
         module.load_state_dict(state)
         nets[role] = module.to(device).eval().requires_grad_(False)
     return cfg, method, nets

@@ -185,6 +185,8 @@ class SampleArgs:
     device: str = "auto"
     ema: bool = True
     """Use the EMA weights."""
+    checkpoint: str | None = None
+    """An older checkpoint of the run to sample (a folder name under RUN/checkpoints, e.g. nimg_000192000)."""
 
 
 def cmd_sample(argv: list[str]) -> int:
@@ -199,7 +201,7 @@ def cmd_sample(argv: list[str]) -> int:
     a = tyro.cli(SampleArgs, args=argv, prog="fewstep sample")
     device = resolve_device(a.device)
     try:
-        cfg, method, nets = load_trained(a.run, ema=a.ema, device=str(device))
+        cfg, method, nets = load_trained(a.run, ema=a.ema, device=str(device), checkpoint=a.checkpoint)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
     from fewstep.build_discrete import is_token_data
