@@ -184,10 +184,10 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", 
     cfg = load_any_config(run_dir)
     weights = Path(run_dir)
     if checkpoint is not None:
-        weights = weights / "checkpoints" / checkpoint
-        if not weights.is_dir():
-            have = sorted(p.name for p in checkpoint_dirs(run_dir))
+        have = [p.name for p in checkpoint_dirs(run_dir)]
+        if checkpoint not in have:
             raise FileNotFoundError(f"run {run_dir} has no checkpoint {checkpoint!r} (have {have})")
+        weights = weights / "checkpoints" / checkpoint
     if isinstance(cfg, DistillConfig):
         return _load_distilled(weights, cfg, ema=ema, device=device)
     method = build_method(cfg, sample_shape(cfg.data))
