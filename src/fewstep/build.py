@@ -491,7 +491,7 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
                            teacher_key=ORACLE if oracle_teacher else _state_digest(base))
     method = MomentMatching(
         teacher, student, init_from_teacher(base) if m.mode == "alternating" else None,
-        process=process, mode=m.mode, k=m.steps, s_min=m.s_min, gap=m.gap, weighting=m.weighting,
+        process=process, mode=m.mode, k=m.steps, s_min=m.s_min, gap=m.gap, gap_low=m.gap_low, weighting=m.weighting,
         weight_max=m.weight_max, lambda_reg=m.lambda_reg, eta=m.eta, renoise_mode=m.renoise,
         conditional=classes > 0, num_classes=classes or None, guidance=m.guidance, precond=m.precond,
         precond_beta=m.precond_beta, c=m.c, jvp=m.jvp)

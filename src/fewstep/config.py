@@ -231,6 +231,8 @@ class MMCfg:
     """s ~ U(s_min, 1); t = min(1, s + gap)."""
     gap: Literal["uniform", "fixed"] = "uniform"
     """t - s: U(0, 1/k] (spec default) or exactly 1/k."""
+    gap_low: float = 0.0
+    """Uniform gap drawn from U(gap_low / k, 1/k] instead (0: the spec). See BENCHMARKS.md (MM time gaps)."""
     weight_max: float = 1e4
     lambda_reg: float = 1.0
     """Teacher pull of the auxiliary loss."""

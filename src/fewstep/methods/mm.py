@@ -5,6 +5,7 @@ sampler the conditional mean of its samples matches the frozen teacher: E_g[x~ |
 (spec/continuous.md section 2). Per iteration, on forward-diffused *real* data:
 
     s ~ U(s_min, 1), clamped to >= s_floor;  t = min(1, s + U(0, 1/k))    # random gap, not the sampler grid
+                                              (gap_low > 0: U(gap_low/k, 1/k]; gap="fixed": exactly 1/k)
     z_t = alpha_t x + sigma_t eps;  x~ = G(z_t, t)                          # grad only in the student phase
     z_s = renoise(z_t, sg x~, t, s)    (posterior_step, eta = 1; float64, no grad through z_s)
     x^ = sg T(z_s, s)
@@ -151,6 +152,9 @@ class MomentMatching(Method):
         s_min: s ~ U(s_min, 1). s_floor: lower clamp of s (default ``process.t_min``).
         gap: ``"uniform"`` t = min(1, s + U(0, 1/k)) (spec default), ``"fixed"`` t = min(1, s + 1/k)
             (for k = 1 always t = 1, the only time a 1-step sampler sees).
+        gap_low: uniform gap only: t - s ~ U(gap_low / k, 1/k] (0: the spec; 1 is ``"fixed"``). The largest
+            gap is the one the k-step sampler takes; a fixed gap leaves the last step (t = 1/k, s ~ 0, where
+            T(z_s, s) ~ z_s carries no moment signal) untrained, a band keeps some signal there.
         weighting, weight_max: w(s) = ``process.loss_weight(s, weighting)`` clamped at ``weight_max``.
         lambda_reg: teacher pull of the auxiliary loss. eta: DDIM-eta of the posterior (training and
             sampling). renoise_mode: ``"posterior"`` (default) or ``"fresh"``.
@@ -162,8 +166,8 @@ class MomentMatching(Method):
 
     def __init__(self, teacher: nn.Module, student: nn.Module, aux: nn.Module | None = None, *,
                  process: GaussianProcess, mode: Mode = "alternating", k: int = 4, s_min: float = 0.0,
-                 s_floor: float | None = None, gap: Gap = "uniform", weighting: Weighting = "edm",
-                 weight_max: float = 1e4, lambda_reg: float = 1.0, eta: float = 1.0,
+                 s_floor: float | None = None, gap: Gap = "uniform", gap_low: float = 0.0,
+                 weighting: Weighting = "edm", weight_max: float = 1e4, lambda_reg: float = 1.0, eta: float = 1.0,
                  renoise_mode: Renoise = "posterior", conditional: bool = False, num_classes: int | None = None,
                  guidance: float | None = None, precond: PrecondKind = "ema", precond_beta: float = 0.999,
                  precond_eps: float = 1e-8, precond_v: Mapping[str, Tensor] | None = None, c: float = 1.0,
@@ -175,6 +179,8 @@ class MomentMatching(Method):
             raise ValueError("alternating MM needs an auxiliary network (aux)")
         if int(k) != k or k < 1 or not 0.0 <= s_min < 1.0 or gap not in ("uniform", "fixed"):
             raise ValueError(f"need an integer k >= 1, 0 <= s_min < 1 and a known gap, got {k}, {s_min}, {gap}")
+        if not 0.0 <= gap_low <= 1.0:
+            raise ValueError(f"gap_low must lie in [0, 1], got {gap_low}")
         if not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
         if eta == 0.0 and renoise_mode == "posterior":
@@ -185,6 +191,7 @@ class MomentMatching(Method):
         self.student, self.aux = student, (aux if mode == "alternating" else None)
         self.process, self.mode, self.k, self.s_min, self.gap = process, mode, int(k), float(s_min), gap
         self.s_floor = float(process.t_min if s_floor is None else s_floor)
+        self.gap_low = float(gap_low)
         self.weighting, self.weight_max, self.lambda_reg = weighting, float(weight_max), float(lambda_reg)
         self.eta, self.renoise_mode = float(eta), renoise_mode
         self.conditional, self.num_classes, self.guidance = conditional, num_classes, guidance
@@ -215,7 +222,8 @@ class MomentMatching(Method):
         s = self.s_min + (1.0 - self.s_min) * rng.rand((n,), generator=generator, device=dev, dtype=f64)
         s = s.clamp(self.s_floor, 1.0 - _MIN_GAP)
         if self.gap == "uniform":
-            gap = (1.0 - rng.rand((n,), generator=generator, device=dev, dtype=f64)) / self.k  # in (0, 1/k]
+            u = 1.0 - rng.rand((n,), generator=generator, device=dev, dtype=f64)  # in (0, 1]
+            gap = (self.gap_low + (1.0 - self.gap_low) * u) / self.k  # in (gap_low / k, 1/k]
         else:
             gap = torch.full((n,), 1.0 / self.k, dtype=f64, device=dev)
         t = (s + gap.clamp_min(_MIN_GAP)).clamp(max=1.0)
@@ -323,6 +331,7 @@ class MomentMatching(Method):
 
     def config(self) -> dict:
         cfg = {"mode": self.mode, "k": self.k, "s_min": self.s_min, "s_floor": self.s_floor, "gap": self.gap,
+               "gap_low": self.gap_low,
                "weighting": self.weighting, "weight_max": self.weight_max, "lambda_reg": self.lambda_reg,
                "eta": self.eta, "renoise": self.renoise_mode, "conditional": self.conditional,
                "num_classes": self.num_classes, "guidance": self.guidance, "optim": dict(MM_OPTIM)}
