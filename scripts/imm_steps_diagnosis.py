@@ -6,7 +6,7 @@ For a trained IMM run, prints for the pushforward and restart samplers at 1, 2, 
 map f_{t_{i+1}, t_i} applied to *true* x_{t_i} (energy distance to true x_{t_{i+1}}): if these are small while the
 chained pushforward is worse, the maps compound each other's errors.
 
-    python scripts/imm_steps_diagnosis.py RUN_DIR [--steps 1,2,4,8,16] [--repeats 8] [--no-maps]
+    python scripts/imm_steps_diagnosis.py RUN_DIR [--steps 1,2,4,8,16] [--repeats 8] [--no-maps] [--grid edm]
 
 With ``--repeats R`` every cell is the mean over R sample sets (the bench uses 8 with the same generators and
 reference sets), and each step count is also compared with 2 steps *paired* over the R sets: the mean and SE of
@@ -32,20 +32,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
     ap.add_argument("--steps", default="1,2,4,8,16")
-    ap.add_argument("--n", type=int, default=4096)
+    ap.add_argument("--n", type=int, default=None, help="samples per set (default: the suite's, as the bench)")
+    ap.add_argument("--grid", choices=("uniform", "edm"), default="uniform",
+                    help="sampler grid for >= 3 steps: the spec's uniform-in-t, or EDM rho = 7 in eta")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-maps", action="store_true", help="skip the single-map errors")
     args = ap.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     cfg, m, nets = load_trained(args.run, ema=True)
     ev, shape, name = make_eval(cfg.data.name), data_shape(cfg.data.name), cfg.data.name
-    reps = args.repeats
+    reps, n_gen = args.repeats, args.n or ev.n_samples
     for sampler in ("pushforward", "restart"):
         cells, primary = [], {}
         for k in steps:
             vals = []
             for r in range(reps):
-                x = m.generate(args.n, steps=k, nets=nets, generator=seeded(0, r, 3), shape=shape, sampler=sampler)
+                x = m.generate(n_gen, steps=k, nets=nets, generator=seeded(0, r, 3), shape=shape, sampler=sampler,
+                               grid=args.grid)
                 v = ev.evaluate(x, r, 0)
                 if name == "checkerboard2d":
                     v["cell_std"] = float((x - x.floor() - 0.5).std(0).mean())
@@ -59,7 +62,7 @@ def main() -> None:
                   " | ".join(f"{k}: {d.mean():+.5f} ± {d.std() / reps ** 0.5:.5f}" for k, d in diffs), flush=True)
     if args.no_maps:
         return
-    data, fmap, n = build_data(cfg.data), nets["model"], args.n
+    data, fmap, n = build_data(cfg.data), nets["model"], n_gen
     g = torch.Generator().manual_seed(0)
 
     def x_at(t: float, pos: int) -> torch.Tensor:
