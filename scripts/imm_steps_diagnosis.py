@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--steps", default="1,2,4,8,16")
     ap.add_argument("--n", type=int, default=None, help="samples per set (default: the suite's, as the bench)")
     ap.add_argument("--grid", choices=("uniform", "edm"), default="uniform",
-                    help="sampler grid for >= 3 steps: the spec's uniform-in-t, or EDM rho = 7 in eta")
+                    help="the spec's grid (uniform in t; eta = 1.4 mid-point at 2 steps) or EDM rho = 7 in eta")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-maps", action="store_true", help="skip the single-map errors")
     args = ap.parse_args()
