@@ -7,6 +7,10 @@ map f_{t_{i+1}, t_i} applied to *true* x_{t_i} (energy distance to true x_{t_{i+
 chained pushforward is worse, the maps compound each other's errors.
 
     python scripts/imm_steps_diagnosis.py RUN_DIR [--steps 1,2,4,8,16] [--repeats 8] [--no-maps] [--grid edm]
+    python scripts/imm_steps_diagnosis.py TEACHER_RUN --samplers ancestral --steps 1024 --repeats 8 --no-maps
+
+The second form scores a Gaussian teacher run on the same sets (e.g. one trained with a non-preset width, which
+``fewstep bench`` cannot name). Each cell also prints the SE of the primary metric over the R sets.
 
 With ``--repeats R`` every cell is the mean over R sample sets (the bench uses 8 with the same generators and
 reference sets), and each step count is also compared with 2 steps *paired* over the R sets: the mean and SE of
@@ -37,12 +41,14 @@ def main() -> None:
                     help="the spec's grid (uniform in t; eta = 1.4 mid-point at 2 steps) or EDM rho = 7 in eta")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-maps", action="store_true", help="skip the single-map errors")
+    ap.add_argument("--samplers", default="pushforward,restart",
+                    help="comma-separated; a Gaussian teacher run takes its own (ancestral, ddim, ...) with --no-maps")
     args = ap.parse_args()
     steps = [int(s) for s in args.steps.split(",")]
     cfg, m, nets = load_trained(args.run, ema=True)
     ev, shape, name = make_eval(cfg.data.name), data_shape(cfg.data.name), cfg.data.name
     reps, n_gen = args.repeats, args.n or ev.n_samples
-    for sampler in ("pushforward", "restart"):
+    for sampler in args.samplers.split(","):
         cells, primary = [], {}
         for k in steps:
             vals = []
@@ -54,7 +60,8 @@ def main() -> None:
                     v["cell_std"] = float((x - x.floor() - 0.5).std(0).mean())
                 vals.append(v)
             primary[k] = torch.tensor([v[ev.primary] for v in vals], dtype=torch.float64)
-            cells.append(f"{k}: " + " ".join(f"{key}={sum(v[key] for v in vals) / reps:.5f}" for key in vals[0]))
+            se = f" (se {primary[k].std() / reps ** 0.5:.5f})" if reps > 1 else ""
+            cells.append(f"{k}: " + " ".join(f"{key}={sum(v[key] for v in vals) / reps:.5f}" for key in vals[0]) + se)
         print(f"{sampler:12s}", " | ".join(cells), flush=True)
         if 2 in primary and reps > 1:
             diffs = [(k, primary[k] - primary[2]) for k in steps if k != 2]
