@@ -225,7 +225,7 @@ def build_discrete_distill_method(cfg, teacher_state: dict | None):
         return IDLM(teacher, student, aux, length=length, steps=m.steps, tau=m.tau, pathwise=m.pathwise,
                     aux_every=m.aux_every, weight_max=m.weight_max,
                     t_band=tuple(m.t_band) if m.t_band is not None else None, time_coupling=m.time_coupling,
-                    uniform_estimator=m.uniform_estimator)
+                    uniform_estimator=m.uniform_estimator, nested_step=m.nested_step)
     return DiscreteMMD(teacher, student, aux, length=length, k=m.steps, weighting=m.weighting,
                        weight_max=m.weight_max)
 

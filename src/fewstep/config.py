@@ -300,11 +300,15 @@ class IDLMCfg:
     """Clamp of lambda(t) (masked)."""
     t_band: tuple[float, float] | None = None
     """Range of the corruption time t (None: the teacher's training range)."""
-    time_coupling: Literal["independent", "shared"] = "shared"
-    """Corruption time t shared with the student's input time t~ (default) or independent of it (the spec).
+    time_coupling: Literal["independent", "shared", "nested"] = "shared"
+    """Corruption time t shared with the student's input time t~ (default) or independent of it (the spec), or
+    (masked only) ``nested``: the judged state is one sampler step of at most ``nested_step`` from the
+    student's own input (``IDLM.corrupt_nested``; a student tuned to K <= 1 / nested_step steps).
     grid2d TV at 1/2/4 steps, latent-mixture student with student lr 1e-5 and fake lr 1e-4: 0.109/0.095/0.091
     shared vs 0.499/0.495/0.493 independent (the all-mask generator stays on a valid product set); both at lr
     1e-4 1:1: independent 0.150/0.159/0.164, shared drifts (factorised 0.69/0.44/0.40). BENCHMARKS.md."""
+    nested_step: float = 0.25
+    """Largest t~ - s of the nested coupling (1 / K for a K-step student); unused by the other couplings."""
     uniform_estimator: Literal["relaxed", "hard"] = "hard"
     """Uniform process: hard-token corruption with Rao-Blackwellised, importance-weighted per-position scores
     (``methods.idlm.uniform_rb_terms``; the teacher and fake see the hard tokens they were trained on), or the

@@ -54,6 +54,15 @@ Design decisions:
 - The student's *input* is the discrete forward process applied to real data (hard tokens, both processes): it
   is the exact marginal the teacher was trained on and exactly what the sampler feeds it at inference (the
   spec's relaxed softmax(w~/tau) input at tau = 1e-3 is a near one-hot of the same law).
+- Nested coupling (``time_coupling="nested"``, masked only, an option of ours, not the paper's): the judged
+  state is one step of the teacher's own sampler from the student's input, z_s ~ q(z_s | z~, x ~ G) with
+  s ~ U(max(t~ - Delta, t_min), t~) (``nested_step`` = Delta, e.g. 1/K): every real token of z~ stays visible,
+  a fraction (alpha_s - alpha_t~) / (1 - alpha_t~) of its masks is revealed from G, and teacher and fake judge
+  the remaining masks at level s. This is exactly the state a K-step sampler with step Delta passes on, so the
+  generator is asked to be coherent over one sampler step rather than to produce every masked token of z~ in
+  one shot (what "shared" judges, and why its students over-sharpen as K grows). Soft targets stay exact:
+  given (z~, z_s) the masked tokens of z_s are independent draws from G. It trades "one student serves every
+  K" for a student tuned to steps <= Delta.
 - Weights: lambda(t) = -alpha'/(1 - alpha) (masked) is clamped at ``weight_max``; gradient clipping comes from
   the Trainer. Loss values are per token (divided by L).
 - Optimisers and EMAs: one per role (the Trainer's), ``aux_lr`` separate; ``aux_every`` > 1 runs the student
@@ -77,7 +86,7 @@ from fewstep.samplers.discrete import sample_discrete
 from fewstep.samplers.grids import uniform_grid
 
 Final = Literal["ancestral", "greedy", "none"]
-TimeCoupling = Literal["independent", "shared"]
+TimeCoupling = Literal["independent", "shared", "nested"]
 UniformEstimator = Literal["relaxed", "hard"]
 
 
@@ -167,9 +176,12 @@ class IDLM(Method):
             the relaxed input (ablation). aux_every: fake updates per student update. weight_max: clamp of
             lambda(t). t_band: (lo, hi) range of the corruption time t (default: the process's training range).
         time_coupling: ``independent`` (the spec: t and the student-input time t~ independent; the loss is then
-            an unbiased estimate of L_IDLM for the mixture p_theta = E_t~ p_theta^t~) or ``shared`` (t = t~: each
+            an unbiased estimate of L_IDLM for the mixture p_theta = E_t~ p_theta^t~), ``shared`` (t = t~: each
             noise level's generator p_theta^t is judged at that same level, sum_t lambda(t) E KL between its and
-            the teacher's denoising posteriors; also zero iff every p_theta^t is the data). See the module notes.
+            the teacher's denoising posteriors; also zero iff every p_theta^t is the data) or ``nested`` (masked
+            only: the judged state is one sampler step of at most ``nested_step`` from the student's input,
+            ``corrupt_nested``). See the module notes.
+        nested_step: Delta of the nested coupling (in (0, 1]; 1/K tunes the student to K-step sampling).
         uniform_estimator: ``relaxed`` (the paper: Gaussian relaxation, pathwise gradients) or ``hard`` (hard
             tokens, Rao-Blackwellised importance-weighted scores; ``uniform_rb_terms``).
     """
@@ -177,16 +189,21 @@ class IDLM(Method):
     def __init__(self, teacher: CategoricalDenoiser, student: CategoricalDenoiser, fake: CategoricalDenoiser, *,
                  length: int, steps: int = 16, tau: float = 1e-3, pathwise: bool = True, aux_every: int = 1,
                  weight_max: float = 1e3, t_band: tuple[float, float] | None = None,
-                 time_coupling: TimeCoupling = "independent", uniform_estimator: UniformEstimator = "relaxed") -> None:
+                 time_coupling: TimeCoupling = "independent", uniform_estimator: UniformEstimator = "relaxed",
+                 nested_step: float = 0.25) -> None:
         super().__init__()
         process = teacher.process
         if student.process.kind != process.kind or fake.process.kind != process.kind:
             raise ValueError("teacher, student and fake must share one discrete process")
         if fake.latent_dim:
             raise ValueError("the fake denoiser models p_theta's marginal denoiser: it takes no latent noise")
-        if time_coupling not in ("independent", "shared"):
-            raise ValueError(f"unknown time_coupling {time_coupling!r}; use independent or shared")
-        self.time_coupling = time_coupling
+        if time_coupling not in ("independent", "shared", "nested"):
+            raise ValueError(f"unknown time_coupling {time_coupling!r}; use independent, shared or nested")
+        if time_coupling == "nested" and process.kind != "masked":
+            raise ValueError("time_coupling='nested' is implemented for the masked process only")
+        if not 0.0 < nested_step <= 1.0:
+            raise ValueError(f"nested_step must lie in (0, 1], got {nested_step}")
+        self.time_coupling, self.nested_step = time_coupling, float(nested_step)
         if uniform_estimator not in ("relaxed", "hard"):
             raise ValueError(f"unknown uniform_estimator {uniform_estimator!r}; use relaxed or hard")
         self.uniform_estimator = uniform_estimator
@@ -214,8 +231,10 @@ class IDLM(Method):
         return (Phase("aux", ("aux",)), Phase("student", ("student",), every=self.aux_every))
 
     # ------------------------------------------------------------------------------------ the pieces
-    def generator_probs(self, student: nn.Module, x0: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """(G [B, L, N] float32 probabilities over the real tokens from noised real data x0 [B, L], t~ [B])."""
+    def generator_probs(self, student: nn.Module, x0: Tensor,
+                        generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        """(G [B, L, N] float32 probabilities over the real tokens, t~ [B], the student's input z~ [B, L]) from
+        real data x0 [B, L] noised to t~."""
         p = self.process
         t = p.sample_t(x0.shape[0], generator=generator, device=x0.device)
         z = p.add_noise(x0, t, generator=generator)
@@ -224,7 +243,7 @@ class IDLM(Method):
         if dim:
             latent = rng.randn((*x0.shape, dim), generator=generator, device=x0.device, dtype=torch.float64).float()
         logp = student(z, t.float()) if latent is None else student(z, t.float(), latent=latent)
-        return logp[..., :p.vocab].float().exp(), t
+        return logp[..., :p.vocab].float().exp(), t, z
 
     def corruption_time(self, n: int, generator: torch.Generator, device) -> Tensor:
         """[n] stratified times in ``t_band`` (float64), randomly permuted over the batch: stratification is in
@@ -240,6 +259,19 @@ class IDLM(Method):
             u = rng.rand(probs.shape[:2], generator=generator, device=probs.device, dtype=torch.float64)
             x = inverse_cdf(probs.double(), u)
         return p.add_noise(x, t, generator=generator)
+
+    def corrupt_nested(self, z_in: Tensor, probs: Tensor, t_in: Tensor,
+                       generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(z_s [B, L], s [B] float64): one step of the teacher's sampler from the student's input z~ = ``z_in``
+        at t~ = ``t_in`` with G = ``probs`` as denoiser, s ~ U(max(t~ - nested_step, t_lo), t~). No grad."""
+        t = t_in.double()
+        lo = torch.minimum(torch.full_like(t, self.t_band[0]), t)
+        s_lo = torch.maximum(t - self.nested_step, lo)
+        u = rng.rand(t.shape, generator=generator, device=t.device, dtype=torch.float64)
+        s = t - u * (t - s_lo)
+        with torch.no_grad():
+            z_s = self.process.posterior_step(z_in, probs.detach().double().log(), t, s, generator=generator)
+        return z_s, s
 
     def corrupt_uniform(self, probs: Tensor, t: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """(z_in [B, L, N] = softmax(w / tau), z_obs [B, L] = argmax w), w = a~_t G + s~_t xi (grad through G)."""
@@ -259,22 +291,24 @@ class IDLM(Method):
             raise ValueError(f"unknown IDLM phase {phase!r}")
         if phase == "aux":
             with torch.no_grad():
-                probs, t_in = self.generator_probs(nets["student"], x0, generator)
+                probs, t_in, z_in = self.generator_probs(nets["student"], x0, generator)
         else:
-            probs, t_in = self.generator_probs(nets["student"], x0, generator)
+            probs, t_in, z_in = self.generator_probs(nets["student"], x0, generator)
+        if self.time_coupling == "nested":
+            z, t = self.corrupt_nested(z_in, probs, t_in, generator)
+            return self._masked(phase, probs, z, t, nets)
         if self.time_coupling == "shared":
             lo, hi = self.t_band
             t = t_in.clamp(lo, hi)
         else:
             t = self.corruption_time(x0.shape[0], generator, x0.device)
         if self.process.kind == "masked":
-            return self._masked(phase, probs, t, nets, generator)
+            return self._masked(phase, probs, self.corrupt_masked(probs.detach(), t, generator), t, nets)
         return self._uniform(phase, probs, t, nets, generator)
 
-    def _masked(self, phase: str, probs: Tensor, t: Tensor, nets: Mapping[str, nn.Module],
-                generator: torch.Generator) -> LossOutput:
+    def _masked(self, phase: str, probs: Tensor, z: Tensor, t: Tensor, nets: Mapping[str, nn.Module]) -> LossOutput:
+        """Masked-process losses on the judged state z [B, L] at level t [B] (soft targets G = ``probs``)."""
         p, length = self.process, self.length
-        z = self.corrupt_masked(probs.detach(), t, generator)
         lam = self.lambda_t(t)
         tf = t.float()
         if phase == "aux":
@@ -340,7 +374,7 @@ class IDLM(Method):
         return {"process": self.process.kind, "length": self.length, "steps": self.steps, "tau": self.tau,
                 "pathwise": self.pathwise, "aux_every": self.aux_every, "weight_max": self.weight_max,
                 "t_band": list(self.t_band), "latent_dim": self.student.latent_dim, "time_coupling": self.time_coupling,
-                "uniform_estimator": self.uniform_estimator}
+                "uniform_estimator": self.uniform_estimator, "nested_step": self.nested_step}
 
 
 def _entropy(probs: Tensor) -> Tensor:
