@@ -177,12 +177,19 @@ def resolve_discrete_distill(cfg, tcfg: RunConfig):
     m = cfg.method
     if m.latent_dim is not None and m.latent_dim < 0:
         raise ValueError(f"--method.latent-dim must be >= 0, got {m.latent_dim}")
+    if not (m.latent_lr_mult > 0 and m.latent_init_std >= 0):
+        raise ValueError(f"--method.latent-lr-mult must be > 0 and --method.latent-init-std >= 0, got "
+                         f"{m.latent_lr_mult} / {m.latent_init_std}")
+    latent_set = m.latent_lr_mult != 1.0 or m.latent_init_std != 0.0
+    if latent_set and not student_latent_dim(replace(cfg, discrete=tcfg.method)):
+        raise ValueError("--method.latent-lr-mult / --method.latent-init-std need a latent-noise student "
+                         "(--method.latent-dim > 0)")
     if m.name == "idlm" and (m.aux_every < 1 or m.tau <= 0):
         raise ValueError("--method.aux-every must be >= 1 and --method.tau > 0")
     return replace(cfg, discrete=tcfg.method)
 
 
-def _student_net(cfg, latent_dim: int):
+def _student_net(cfg, latent_dim: int, latent_init_std: float = 0.0):
     """A CategoricalDenoiser with the teacher's architecture (plus an optional latent-noise input)."""
     from fewstep.denoisers.categorical import CategoricalDenoiser
     from fewstep.nets.text_dit import TextDiT
@@ -191,7 +198,8 @@ def _student_net(cfg, latent_dim: int):
     process = build_process(run)
     n, data = cfg.net, cfg.data
     net = TextDiT(process.width, process.width, data.length, dim=n.width, depth=n.depth, heads=n.heads,
-                  time_conditioned=n.time_conditioned, dropout=n.dropout, latent_dim=latent_dim)
+                  time_conditioned=n.time_conditioned, dropout=n.dropout, latent_dim=latent_dim,
+                  latent_init_std=latent_init_std)
     return CategoricalDenoiser(net, process)
 
 
@@ -216,7 +224,8 @@ def build_discrete_distill_method(cfg, teacher_state: dict | None):
     from fewstep.methods.idlm import IDLM
 
     m = cfg.method
-    teacher, student, aux = _student_net(cfg, 0), _student_net(cfg, student_latent_dim(cfg)), _student_net(cfg, 0)
+    teacher, aux = _student_net(cfg, 0), _student_net(cfg, 0)
+    student = _student_net(cfg, student_latent_dim(cfg), m.latent_init_std)
     if teacher_state is not None:
         for net in (teacher, student, aux):
             copy_into(net, teacher_state)
@@ -242,7 +251,14 @@ def build_discrete_distillation(cfg, *, allow_config_change: bool = False, progr
     lr = cfg.method.lr if cfg.method.lr is not None else t.lr
     return make_trainer(method, data, cfg, device=resolve_device(t.device), allow_config_change=allow_config_change,
                         progress=progress,
-                        per_role_optim={"student": {"lr": lr}, "aux": {"lr": cfg.method.aux_lr_mult * lr}})
+                        per_role_optim={"student": student_optim(cfg, lr),
+                                        "aux": {"lr": cfg.method.aux_lr_mult * lr}})
+
+
+def student_optim(cfg, lr: float) -> dict:
+    """The student's optimizer overrides: its LR, and the latent map's multiplier when one is set."""
+    mult = cfg.method.latent_lr_mult
+    return {"lr": lr, **({"lr_mults": {"latent.weight": mult}} if mult != 1.0 else {})}
 
 
 class DistilledTokenStudent:

@@ -285,6 +285,10 @@ class IDLMCfg:
     runs with the student as denoiser); ``fewstep sample --steps`` picks any."""
     latent_dim: int = 0
     """Latent-noise input of the student (0: a factorised student; 64: the latent-mixture generator)."""
+    latent_init_std: float = 0.0
+    """Initial std of the student's latent-noise map (0: zeros, a saddle the map barely leaves; nets.text_dit)."""
+    latent_lr_mult: float = 1.0
+    """Learning-rate multiplier of the student's latent-noise map (its other weights start at the teacher)."""
     tau: float = 1e-3
     """Uniform process: softmax temperature of the relaxed corrupted input."""
     pathwise: bool = True
@@ -325,6 +329,10 @@ class DMMDCfg:
     """k: the student's number of sampling steps (time gaps t - s ~ U(0, 1/k])."""
     latent_dim: int | None = None
     """Latent-noise input of the student; None: 64 for the masked process (it needs the noise), 0 uniform."""
+    latent_init_std: float = 0.0
+    """Initial std of the student's latent-noise map (0: zeros; see IDLMCfg)."""
+    latent_lr_mult: float = 1.0
+    """Learning-rate multiplier of the student's latent-noise map."""
     weighting: Literal["auto", "elbo", "flat"] = "auto"
     """w(s): auto = lambda(s) masked, 1 uniform."""
     weight_max: float = 1e3

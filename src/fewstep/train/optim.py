@@ -3,7 +3,9 @@
 ``lr_at(nimg, ...)`` follows the pure ``get_lr(it)`` of nanoGPT (karpathy/nanoGPT, MIT), counted in
 samples instead of iterations: linear warm-up to ``base_lr`` over ``warmup_nimg``, then constant, linear or
 cosine decay to ``final_ratio * base_lr`` at ``total_nimg``. Weight decay is applied to matrices only
-(parameters with ``ndim >= 2``), the nanoGPT convention.
+(parameters with ``ndim >= 2``), the nanoGPT convention. ``lr_mults`` scales the learning rate of named
+parameters (a parameter group carries ``lr_mult``; ``set_lr`` applies it), e.g. a zero-initialised input layer
+that must move faster than the weights copied from a teacher.
 """
 
 from __future__ import annotations
@@ -19,40 +21,56 @@ OptimizerKind = Literal["adamw", "adam", "radam"]
 LRDecay = Literal["constant", "linear", "cosine"]
 OPTIMIZERS = ("adamw", "adam", "radam")
 DECAYS = ("constant", "linear", "cosine")
-OPTIM_KEYS = ("optimizer", "lr", "betas", "eps", "weight_decay")
+OPTIM_KEYS = ("optimizer", "lr", "betas", "eps", "weight_decay", "lr_mults")
 """Keys a per-role optimizer override may set (the ``Trainer`` keyword names)."""
 
 
-def make_optimizer(params: Iterable[nn.Parameter], kind: OptimizerKind = "adamw", *, lr: float = 1e-3,
+def make_optimizer(params: Iterable[nn.Parameter] | nn.Module, kind: OptimizerKind = "adamw", *, lr: float = 1e-3,
                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+                   weight_decay: float = 0.0, lr_mults: dict[str, float] | None = None) -> torch.optim.Optimizer:
     """An Adam-family optimizer over the parameters that require grad.
 
     Args:
-        params: parameters of one network.
+        params: parameters of one network, or the network itself (needed for ``lr_mults``).
         kind: ``"adamw"`` (decoupled decay), ``"adam"`` (L2 decay) or ``"radam"``.
         lr: initial learning rate (the trainer overwrites it every step from ``lr_at``).
         betas: moment coefficients. eps: denominator epsilon.
         weight_decay: applied to parameters with ``ndim >= 2`` only.
+        lr_mults: parameter-name suffix -> learning-rate multiplier (e.g. ``{"latent.weight": 100}``); every
+            suffix must name at least one trainable parameter.
 
     Returns:
-        The optimizer, with one or two parameter groups.
+        The optimizer: one group per (decay, multiplier) pair in use, each with an ``lr_mult`` entry.
     """
     if kind not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {kind!r}; choose one of {OPTIMIZERS}")
-    trainable = [p for p in params if p.requires_grad]
-    if not trainable:
+    lr_mults = dict(lr_mults or {})
+    if lr_mults and not isinstance(params, nn.Module):
+        raise ValueError("make_optimizer: lr_mults needs the module (parameter names), not a parameter list")
+    named = ([(n, p) for n, p in params.named_parameters()] if isinstance(params, nn.Module)
+             else [("", p) for p in params])
+    named = [(n, p) for n, p in named if p.requires_grad]
+    if not named:
         raise ValueError("make_optimizer: no parameters require grad")
-    if weight_decay > 0:
-        groups: list[dict] = [
-            {"params": [p for p in trainable if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0},
-        ]
-        groups = [g for g in groups if g["params"]]
-    else:
-        groups = [{"params": trainable, "weight_decay": 0.0}]
+    for suffix, mult in lr_mults.items():
+        if not (mult > 0 and math.isfinite(mult)):
+            raise ValueError(f"lr_mults[{suffix!r}] must be a positive finite number, got {mult}")
+        if not any(n == suffix or n.endswith("." + suffix) for n, _ in named):
+            raise ValueError(f"lr_mults names {suffix!r}, which matches no trainable parameter")
+
+    def mult_of(name: str) -> float:
+        hits = [m for sfx, m in lr_mults.items() if name == sfx or name.endswith("." + sfx)]
+        return float(hits[0]) if hits else 1.0
+
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    passes = (True, False) if weight_decay > 0 else (None,)  # decayed matrices first, as before lr_mults existed
+    for matrices in passes:
+        for name, p in named:
+            if matrices is None or (p.ndim >= 2) == matrices:
+                groups.setdefault((weight_decay if matrices else 0.0, mult_of(name)), []).append(p)
     cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "radam": torch.optim.RAdam}[kind]
-    return cls(groups, lr=lr, betas=tuple(betas), eps=eps)
+    return cls([{"params": ps, "weight_decay": decay, "lr_mult": mult, "lr": lr * mult}
+                for (decay, mult), ps in groups.items()], lr=lr, betas=tuple(betas), eps=eps)
 
 
 def lr_at(nimg: int, *, base_lr: float, warmup_nimg: int = 0, total_nimg: int, decay: LRDecay = "constant",
@@ -85,11 +103,11 @@ def resolve_optim(defaults: dict, overrides: dict | None) -> dict:
     for key, value in (overrides or {}).items():
         if key not in OPTIM_KEYS:
             raise ValueError(f"unknown per-role optimizer setting {key!r}; allowed: {OPTIM_KEYS}")
-        out[key] = tuple(value) if key == "betas" else value
+        out[key] = tuple(value) if key == "betas" else dict(value) if key == "lr_mults" else value
     return out
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set the learning rate of every parameter group."""
+    """Set the learning rate of every parameter group (times the group's ``lr_mult``, default 1)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)

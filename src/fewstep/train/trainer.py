@@ -95,7 +95,7 @@ class Trainer:
         max_seconds: wall-clock budget over all resumes; then stop with a checkpoint.
         progress: print status lines on rank 0.
         keep: checkpoints kept on disk.
-        per_role_optim: role -> overrides of ``optimizer``/``lr``/``betas``/``eps``/``weight_decay``.
+        per_role_optim: role -> overrides of ``optimizer``/``lr``/``betas``/``eps``/``weight_decay``/``lr_mults``.
         micro_batch: per-rank micro-batch for gradient accumulation (default: the per-rank batch).
         loggers: extra loggers (e.g. ``TensorBoardLogger``) fed the same records as ``log.jsonl``.
         ddp_find_unused: pass ``find_unused_parameters=True`` to DDP.
@@ -164,9 +164,8 @@ class Trainer:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         for r, net in self.nets.items():
             c = self.optim_cfg[r]
-            self.optimizers[r] = make_optimizer(net.parameters(), c["optimizer"], lr=c["lr"],
-                                                betas=c["betas"], eps=c["eps"],
-                                                weight_decay=c["weight_decay"])
+            self.optimizers[r] = make_optimizer(net, c["optimizer"], lr=c["lr"], betas=c["betas"], eps=c["eps"],
+                                                weight_decay=c["weight_decay"], lr_mults=c.get("lr_mults"))
         self._ema = {r: EMA(net, ema_halflife_nimg, ema_rampup) for r, net in self.nets.items()}
         hparams = {"seed": seed, "batch_size": batch_size, "optim": self.optim_cfg,
                    "warmup_nimg": warmup_nimg, "lr_decay": lr_decay, "lr_final_ratio": lr_final_ratio,
