@@ -276,7 +276,8 @@ class DistilledTokenStudent:
         from fewstep.methods.idlm import sample_student_denoiser
 
         return sample_student_denoiser(nets["student"], n, self.length, steps, generator=generator, device=device,
-                                       final=final, batch_size=batch_size, return_stats=return_stats)
+                                       final=final, batch_size=batch_size, return_stats=return_stats,
+                                       temperature=float(options.get("temperature", 1.0)))
 
 
 def load_discrete_distilled(run_dir, cfg, *, ema: bool, device: str):

@@ -187,6 +187,8 @@ class SampleArgs:
     """Use the EMA weights."""
     checkpoint: str | None = None
     """An older checkpoint of the run to sample (a folder name under RUN/checkpoints, e.g. nimg_000192000)."""
+    temperature: float = 1.0
+    """Discrete runs (teachers and students): sampling temperature of the denoiser (> 1: more entropy)."""
 
 
 def cmd_sample(argv: list[str]) -> int:
@@ -206,8 +208,12 @@ def cmd_sample(argv: list[str]) -> int:
         raise SystemExit(f"error: {e}") from None
     from fewstep.build_discrete import is_token_data
 
+    if not (a.temperature > 0 and a.temperature < float("inf")):
+        raise SystemExit(f"error: --temperature must be a positive finite number, got {a.temperature}")
     if is_token_data(cfg.data):
         return _sample_tokens(a, cfg, method, nets, device)
+    if a.temperature != 1.0:
+        raise SystemExit("error: --temperature applies to discrete runs (token data) only")
     student_k = getattr(method, "k", None) if getattr(method, "sampler", None) == "student" else None
     steps = _parse_steps(a.steps or (str(student_k) if student_k else "1,2,4,8,16,64"))
     imm_samplers = ("pushforward", "restart")
@@ -263,12 +269,12 @@ def _sample_tokens(a: SampleArgs, cfg, method, nets, device) -> int:
         t0 = time.perf_counter()
         x, stats = method.generate(a.n, steps=k, nets=nets, generator=seeded(a.seed, k),
                                    final="greedy" if sampler == "greedy" else "ancestral", device=device,
-                                   return_stats=True)
+                                   return_stats=True, temperature=a.temperature)
         dt = time.perf_counter() - t0
         path = out / f"samples_{k}.safetensors"
         save_file({"x": x.cpu().contiguous()}, str(path),
                   metadata={"steps": str(k), "sampler": sampler, "seed": str(a.seed), "run": a.run,
-                            "nfe_spent": str(stats["nfe"])})
+                            "nfe_spent": str(stats["nfe"]), "temperature": str(a.temperature)})
         rows = decode(x[:32]) if decode else [" ".join(map(str, r.tolist())) for r in x[:32]]
         (out / f"samples_{k}.txt").write_text("\n\n".join(rows) + "\n")
         print(f"steps={k}: {a.n} samples in {dt:.2f}s ({stats['nfe']:.1f} network evaluations per sample) -> {path}")

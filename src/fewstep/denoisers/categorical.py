@@ -81,3 +81,23 @@ class LatentNoise(nn.Module):
         eps = rng.randn((*z_t.shape[:2], self.denoiser.latent_dim), generator=self.generator,
                         device=z_t.device, dtype=torch.float64)
         return self.denoiser(z_t, t, latent=eps.float(), **kwargs)
+
+
+class Tempered(nn.Module):
+    """A categorical denoiser at sampling temperature ``temperature``: log_softmax(log p(x0 | z_t) / T).
+
+    T > 1 flattens every per-position distribution (more entropy), T < 1 sharpens it; masked carry-over rows
+    (one-hot: 0 and -inf) and the -inf mask entry are unchanged. Deterministic in its input, so it keeps the
+    wrapped denoiser's ``time_conditioned`` (a time-free masked denoiser stays cacheable).
+    """
+
+    def __init__(self, denoiser: nn.Module, temperature: float) -> None:
+        super().__init__()
+        if not (temperature > 0 and temperature < float("inf")):
+            raise ValueError(f"sampling temperature must be a positive finite number, got {temperature}")
+        self.denoiser, self.temperature = denoiser, float(temperature)
+        self.process = denoiser.process
+        self.time_conditioned = bool(getattr(denoiser, "time_conditioned", True))
+
+    def forward(self, z_t: Tensor, t: Tensor, **kwargs) -> Tensor:
+        return torch.log_softmax(self.denoiser(z_t, t, **kwargs) / self.temperature, dim=-1)

@@ -69,9 +69,11 @@ class DiscreteDiffusion(Method):
         """``n`` samples [n, L] (int64) with the ancestral sampler on the uniform ``steps``-step grid.
 
         Masked teachers cache per row when time-free. ``return_stats``: also return the sampler's stats.
+        ``options["temperature"]``: sampling temperature of the denoiser (default 1).
         """
         tokens, stats = sample_discrete(nets["model"], n, self.length, uniform_grid(steps), generator=generator,
-                                        device=device, final=final, batch_size=batch_size)
+                                        device=device, final=final, batch_size=batch_size,
+                                        temperature=float(options.get("temperature", 1.0)))
         return (tokens, stats) if return_stats else tokens
 
     def config(self) -> dict:

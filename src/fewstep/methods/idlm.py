@@ -385,7 +385,7 @@ def _entropy(probs: Tensor) -> Tensor:
 def sample_student_denoiser(student: CategoricalDenoiser, n: int, length: int, steps: int, *,
                             generator: torch.Generator, device: torch.device | str = "cpu",
                             final: Final = "ancestral", batch_size: int | None = 512, return_stats: bool = False,
-                            kernel: str = "duo"):
+                            kernel: str = "duo", temperature: float = 1.0):
     """The teacher's ancestral sampler (``sample_discrete``) on the uniform ``steps``-step grid with a distilled
     student as denoiser. A latent-mixture student draws fresh noise at every call from a generator seeded by
     ``generator`` (so the tokens are a pure function of it); it is never cached.
@@ -394,11 +394,12 @@ def sample_student_denoiser(student: CategoricalDenoiser, n: int, length: int, s
     student that stays close to the teacher's leave-one-out denoiser) or ``sample-x`` (x ~ Cat(G), then the exact
     posterior of that x; right for a student that has become a generator of x given z_t). Neither is exact for a
     student in between; grid2d measurements of both are in BENCHMARKS.md. For the masked process both kernels
-    have the same law."""
+    have the same law. ``temperature``: the student's sampling temperature (``denoisers.categorical.Tempered``;
+    a latent-mixture student is tempered per noise draw)."""
     den: nn.Module = student
     if student.latent_dim:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         den = LatentNoise(student, torch.Generator(device=device).manual_seed(seed))
     tokens, stats = sample_discrete(den, n, length, uniform_grid(steps), generator=generator, device=device,
-                                    final=final, batch_size=batch_size, kernel=kernel)
+                                    final=final, batch_size=batch_size, kernel=kernel, temperature=temperature)
     return (tokens, stats) if return_stats else tokens

@@ -164,8 +164,13 @@ def sample_uniform(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, ge
 
 
 def sample_discrete(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, generator: torch.Generator,
-                    **options) -> tuple[Tensor, dict]:
-    """Dispatch to :func:`sample_masked` or :func:`sample_uniform` by ``denoiser.process.kind``."""
+                    temperature: float = 1.0, **options) -> tuple[Tensor, dict]:
+    """Dispatch to :func:`sample_masked` or :func:`sample_uniform` by ``denoiser.process.kind``;
+    ``temperature`` != 1 samples with the denoiser's distributions at that temperature (``Tempered``)."""
+    if temperature != 1.0:
+        from fewstep.denoisers.categorical import Tempered
+
+        denoiser = Tempered(denoiser, temperature)
     if denoiser.process.kind == "masked":
         options.pop("kernel", None)  # the masked kernel is linear in x_hat: both kernels have one law
         return sample_masked(denoiser, n, length, grid, generator=generator, **options)
