@@ -212,7 +212,7 @@ def student_latent_dim(cfg) -> int:
 
 
 def copy_into(net, state: dict) -> None:
-    """Load teacher weights into a student (a latent-noise input, absent from the teacher, stays zero)."""
+    """Load teacher weights into a student (a latent-noise map, absent from the teacher, keeps its initialisation)."""
     missing, unexpected = net.load_state_dict(state, strict=False)
     if unexpected or any(not k.endswith("latent.weight") for k in missing):
         raise ValueError(f"teacher weights do not fit the student: missing {missing}, unexpected {unexpected}")
