@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--checkpoints", default=None, help="comma-separated names (default: all kept)")
     ap.add_argument("--n", type=int, default=None, help="samples (default: the suite's)")
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    ap.add_argument("--kernel", default="duo", choices=("duo", "sample-x"), help="uniform reverse kernel")
     ap.add_argument("--match-entropy", type=float, default=None,
                     help="calibrate the temperature to this mean unigram entropy on calibration seeds")
     args = ap.parse_args()
@@ -69,10 +70,12 @@ def main() -> None:
             temp, calib = args.temperature, None
             if args.match_entropy is not None:
                 temp, calib = match_entropy(method, nets, k, ev.n_samples, args.match_entropy)
-            x = method.generate(ev.n_samples, steps=k, nets=nets, generator=seeded(0, 0, 3), temperature=temp)
+            x = method.generate(ev.n_samples, steps=k, nets=nets, generator=seeded(0, 0, 3), temperature=temp,
+                                kernel=args.kernel)
             vals = ev.evaluate(x, 0, 0)
             extra = {} if calib is None else {"calibration_entropy": round(calib, 5)}
             print(json.dumps({"run": args.run, "checkpoint": name, "steps": k, "temperature": round(temp, 5),
+                              "kernel": args.kernel,
                               **extra, **{m: round(v, 5) for m, v in vals.items()}}), flush=True)
 
 

@@ -234,7 +234,8 @@ def build_discrete_distill_method(cfg, teacher_state: dict | None):
         return IDLM(teacher, student, aux, length=length, steps=m.steps, tau=m.tau, pathwise=m.pathwise,
                     aux_every=m.aux_every, weight_max=m.weight_max,
                     t_band=tuple(m.t_band) if m.t_band is not None else None, time_coupling=m.time_coupling,
-                    uniform_estimator=m.uniform_estimator, nested_step=m.nested_step)
+                    uniform_estimator=m.uniform_estimator, nested_step=m.nested_step,
+                    uniform_law=m.uniform_law)
     return DiscreteMMD(teacher, student, aux, length=length, k=m.steps, weighting=m.weighting,
                        weight_max=m.weight_max)
 
@@ -277,7 +278,8 @@ class DistilledTokenStudent:
 
         return sample_student_denoiser(nets["student"], n, self.length, steps, generator=generator, device=device,
                                        final=final, batch_size=batch_size, return_stats=return_stats,
-                                       temperature=float(options.get("temperature", 1.0)))
+                                       temperature=float(options.get("temperature", 1.0)),
+                                       kernel=str(options.get("kernel", "duo")))
 
 
 def load_discrete_distilled(run_dir, cfg, *, ema: bool, device: str):

@@ -318,6 +318,10 @@ class IDLMCfg:
     (``methods.idlm.uniform_rb_terms``; the teacher and fake see the hard tokens they were trained on), or the
     paper's Gaussian relaxation with pathwise gradients (``relaxed``, tau = ``tau``). grid2d TV at 1/2/4 steps:
     hard 0.497/0.459/0.204, relaxed 0.500/0.520/0.428 (teacher 0.494/0.330/0.197)."""
+    uniform_law: Literal["denoiser", "kernel"] = "denoiser"
+    """Uniform process: which clean-token law of the student is judged. ``denoiser``: x ~ G (its output as is);
+    ``kernel``: x ~ G~ proportional to G q_t~(z~ | .), the law the teacher's (Duo) sampler actually draws from
+    when G is its denoiser (``methods.idlm.kernel_clean_law``)."""
 
 
 @dataclass(frozen=True)

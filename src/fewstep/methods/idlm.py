@@ -43,6 +43,16 @@ q_t(. | x) as hard tokens (what teacher and fake were trained on); the fake's ta
 Rao-Blackwellised over the clean token with importance weights q_t(z | e_v) / q_t(z | G) (``uniform_rb_terms``,
 exact identity tested), and the context dependence is dropped as in the masked case.
 
+Which clean-token law of a uniform student is judged (``uniform_law``, an option of ours). The teacher's Duo
+kernel plugs the denoiser x_hat into the one-hot posterior; rewritten, p(z_s | z_t, x_hat) = sum_x
+x~(x) q(z_s | z_t, e_x) with x~ proportional to x_hat(x) q_t(z_t | e_x) (``kernel_clean_law``; tested): the
+sampler draws its clean token from x_hat reweighted by the current token's likelihood, and at s = 0 it returns
+exactly x ~ x~. For the teacher that is right (its x_hat is the leave-one-out conditional, which leaves the
+current token out). ``uniform_law="denoiser"`` (the paper's form, default) judges x ~ G; the sampler then
+counts the current token a second time once IDLM has taught G to use it, which over-sharpens few-step samples.
+``"kernel"`` judges x ~ G~ = kernel_clean_law(G, z~, t~), i.e. exactly what the K-step sampler draws from G:
+training and inference see one law, and the student can stay a leave-one-out denoiser.
+
 Design decisions:
 - Time coupling. With t independent of t~ (the spec) the objective is L_IDLM of the mixture over t~, and the
   student at t~ ~ 1 (all-mask input) is a one-step product distribution judged on joint structure: the
@@ -140,6 +150,18 @@ def uniform_gap(connection: GaussianConnection, process, probs: Tensor, t: Tenso
     return (process.elbo_integrand(z_obs, probs, f_t, tt) - process.elbo_integrand(z_obs, probs, f_f, tt)).sum(-1)
 
 
+def kernel_clean_law(process, probs: Tensor, z: Tensor, t: Tensor) -> Tensor:
+    """G~ [B, L, N] proportional to G(v) q_t(z | e_v) = G(v) (alpha_t [v = z] + (1 - alpha_t) / N): the clean-token law
+    the uniform (Duo) reverse kernel draws from with G = ``probs`` [B, L, N] as its denoiser at current tokens
+    z [B, L] and time t [B] (p(z_s | z_t, G) = sum_x G~(x) q(z_s | z_t, e_x); its s = 0 step is x ~ G~).
+    Differentiable in ``probs``; the likelihood is built in float64 and cast to ``probs``' dtype."""
+    n = process.vocab
+    a = process.schedule.alpha(t.double()).reshape(-1, 1, 1)
+    lik = (a * nn.functional.one_hot(z, n).double() + (1 - a) / n).to(probs.dtype)
+    w = probs * lik
+    return w / w.sum(-1, keepdim=True)
+
+
 def uniform_rb_terms(process, z: Tensor, probs: Tensor, f: Tensor, t: Tensor) -> Tensor:
     """h_v [B, L, N] for every clean token v: the uniform NELBO integrand g(z, e_v, f) importance-weighted by
     q_t(z | e_v) / q_t(z | G),
@@ -184,13 +206,15 @@ class IDLM(Method):
         nested_step: Delta of the nested coupling (in (0, 1]; 1/K tunes the student to K-step sampling).
         uniform_estimator: ``relaxed`` (the paper: Gaussian relaxation, pathwise gradients) or ``hard`` (hard
             tokens, Rao-Blackwellised importance-weighted scores; ``uniform_rb_terms``).
+        uniform_law: ``denoiser`` (judge x ~ G) or ``kernel`` (judge x ~ ``kernel_clean_law``(G, z~, t~), the
+            law the Duo sampler draws from). Uniform only.
     """
 
     def __init__(self, teacher: CategoricalDenoiser, student: CategoricalDenoiser, fake: CategoricalDenoiser, *,
                  length: int, steps: int = 16, tau: float = 1e-3, pathwise: bool = True, aux_every: int = 1,
                  weight_max: float = 1e3, t_band: tuple[float, float] | None = None,
                  time_coupling: TimeCoupling = "independent", uniform_estimator: UniformEstimator = "relaxed",
-                 nested_step: float = 0.25) -> None:
+                 nested_step: float = 0.25, uniform_law: Literal["denoiser", "kernel"] = "denoiser") -> None:
         super().__init__()
         process = teacher.process
         if student.process.kind != process.kind or fake.process.kind != process.kind:
@@ -207,6 +231,11 @@ class IDLM(Method):
         if uniform_estimator not in ("relaxed", "hard"):
             raise ValueError(f"unknown uniform_estimator {uniform_estimator!r}; use relaxed or hard")
         self.uniform_estimator = uniform_estimator
+        if uniform_law not in ("denoiser", "kernel"):
+            raise ValueError(f"unknown uniform_law {uniform_law!r}; use denoiser or kernel")
+        if uniform_law == "kernel" and process.kind != "uniform":
+            raise ValueError("uniform_law='kernel' applies to the uniform process only")
+        self.uniform_law = uniform_law
         if int(aux_every) != aux_every or aux_every < 1 or tau <= 0 or steps < 1:
             raise ValueError(f"need aux_every >= 1, tau > 0, steps >= 1; got {aux_every}, {tau}, {steps}")
         self.teacher = teacher.eval().requires_grad_(False)
@@ -304,6 +333,8 @@ class IDLM(Method):
             t = self.corruption_time(x0.shape[0], generator, x0.device)
         if self.process.kind == "masked":
             return self._masked(phase, probs, self.corrupt_masked(probs.detach(), t, generator), t, nets)
+        if self.uniform_law == "kernel":
+            probs = kernel_clean_law(self.process, probs, z_in, t_in)
         return self._uniform(phase, probs, t, nets, generator)
 
     def _masked(self, phase: str, probs: Tensor, z: Tensor, t: Tensor, nets: Mapping[str, nn.Module]) -> LossOutput:
@@ -374,7 +405,8 @@ class IDLM(Method):
         return {"process": self.process.kind, "length": self.length, "steps": self.steps, "tau": self.tau,
                 "pathwise": self.pathwise, "aux_every": self.aux_every, "weight_max": self.weight_max,
                 "t_band": list(self.t_band), "latent_dim": self.student.latent_dim, "time_coupling": self.time_coupling,
-                "uniform_estimator": self.uniform_estimator, "nested_step": self.nested_step}
+                "uniform_estimator": self.uniform_estimator, "nested_step": self.nested_step,
+                "uniform_law": self.uniform_law}
 
 
 def _entropy(probs: Tensor) -> Tensor:
