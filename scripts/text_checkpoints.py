@@ -32,12 +32,13 @@ from fewstep.train.checkpoint import checkpoint_dirs
 
 
 def match_entropy(method, nets, k: int, n: int, target: float, *, iters: int = 10,
-                  bounds: tuple[float, float] = (0.5, 2.0)) -> tuple[float, float]:
+                  bounds: tuple[float, float] = (0.5, 2.0), kernel: str = "duo") -> tuple[float, float]:
     """(T, entropy at T) with mean unigram entropy ~= ``target``, by bisection on log T (entropy rises with T)."""
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
 
     def entropy(log_t: float, i: int) -> float:
-        x = method.generate(n, steps=k, nets=nets, generator=seeded(1, i, 3), temperature=math.exp(log_t))
+        x = method.generate(n, steps=k, nets=nets, generator=seeded(1, i, 3), temperature=math.exp(log_t),
+                            kernel=kernel)
         return float(unigram_entropy(x).mean())
 
     if not entropy(lo, 0) <= target <= entropy(hi, 1):
@@ -69,7 +70,8 @@ def main() -> None:
         for k in (int(s) for s in args.steps.split(",")):
             temp, calib = args.temperature, None
             if args.match_entropy is not None:
-                temp, calib = match_entropy(method, nets, k, ev.n_samples, args.match_entropy)
+                temp, calib = match_entropy(method, nets, k, ev.n_samples, args.match_entropy,
+                                            kernel=args.kernel)
             x = method.generate(ev.n_samples, steps=k, nets=nets, generator=seeded(0, 0, 3), temperature=temp,
                                 kernel=args.kernel)
             vals = ev.evaluate(x, 0, 0)
