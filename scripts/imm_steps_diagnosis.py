@@ -48,8 +48,10 @@ def main() -> None:
     cfg, m, nets = load_trained(args.run, ema=True)
     ev, shape, name = make_eval(cfg.data.name), data_shape(cfg.data.name), cfg.data.name
     reps, n_gen = args.repeats, args.n or ev.n_samples
+    by_sampler: dict[str, dict[int, torch.Tensor]] = {}
     for sampler in args.samplers.split(","):
         cells, primary = [], {}
+        by_sampler[sampler] = primary
         for k in steps:
             vals = []
             for r in range(reps):
@@ -67,6 +69,17 @@ def main() -> None:
             diffs = [(k, primary[k] - primary[2]) for k in steps if k != 2]
             print(f"{sampler:12s} {ev.primary}(k) - {ev.primary}(2), paired over {reps} sets:",
                   " | ".join(f"{k}: {d.mean():+.5f} ± {d.std() / reps ** 0.5:.5f}" for k, d in diffs), flush=True)
+    if len(by_sampler) > 1 and all(2 in p for p in by_sampler.values()) and reps > 1:
+        # best sampler at each step count against the best 2-step cell, paired over the same R reference sets
+        best2_name = min(by_sampler, key=lambda s: float(by_sampler[s][2].mean()))
+        best2 = by_sampler[best2_name][2]
+        cells = []
+        for k in steps:
+            name_k = min(by_sampler, key=lambda s: float(by_sampler[s][k].mean()))
+            d = by_sampler[name_k][k] - best2
+            cells.append(f"{k} ({name_k}): {d.mean():+.5f} ± {d.std() / reps ** 0.5:.5f}")
+        print(f"best sampler {ev.primary}(k) - best {ev.primary}(2) ({best2_name}), paired over {reps} sets:",
+              " | ".join(cells), flush=True)
     if args.no_maps:
         return
     data, fmap, n = build_data(cfg.data), nets["model"], n_gen
