@@ -253,7 +253,8 @@ class MMCfg:
     """Instant mode: diagonal preconditioner Lambda (online EMA of g_A^2, or identity)."""
     precond_beta: float = 0.999
     c: float = 1.0
-    """Instant mode: step scale, nu = -c Lambda g_A."""
+    """Instant mode: step scale, nu = -c Lambda g_A. The surrogate's gradient is linear in c, so under Adam (the
+    default optimiser) c cancels up to eps and clipping: digits k = 4 gave the same fd_digits at c = 0.3 and 1."""
     jvp: Literal["forward", "double_backward", "finite_difference"] = "forward"
     """Instant mode: how J_theta T nu is computed."""
     warm_start_steps: int | None = None
