@@ -60,11 +60,22 @@ def test_quick_oracle_bench_writes_schema_rows(tmp_path: Path):
         assert "train_seconds" in row and "teacher" in row
     methods = {json.loads(x)["method"] for x in lines}
     assert methods == {"data", "oracle"}
+    assert all(json.loads(x)["options"] == {"quick": True} for x in lines)  # model options beyond the defaults
     assert (tmp_path / "report.md").exists() and (tmp_path / "quality_vs_nfe_gmm8d.png").exists()
     assert (tmp_path / "samples_gmm8d_oracle-ddim_8.png").exists()
     energy = {(r["sampler"], r["nfe"]): r["value"] for r in rows if r["metric"] == "energy"}
     # the exact oracle improves with steps: 8 DDIM steps beat 1 step by a wide margin
     assert energy[("ddim", 8)] < 0.1 * energy[("ddim", 1)]
+
+
+def test_options_record_lists_only_model_options_away_from_defaults():
+    from fewstep.bench.runner import options_record
+
+    assert options_record(BenchOptions(suite="toy", methods=("teacher",), steps=(1,), repeats=2, out="x")) == {}
+    rec = options_record(BenchOptions(suite="toy", distill_set=(("gap", "fixed"),), distill_seed=1,
+                                      distill_scale=0.5))
+    assert rec == {"distill_set": {"gap": "fixed"}, "distill_seed": 1, "distill_scale": 0.5}
+    json.dumps(rec)
 
 
 def test_bench_rejects_unknown_things(tmp_path: Path):

@@ -372,6 +372,9 @@ def test_loss_weight_closed_forms(schedule: Schedule) -> None:
     torch.testing.assert_close(w("edm"), (eta**2 + sd**2) / (eta * sd) ** 2, **kw)
     dlam = schedule.dlogsnr_dt(t)
     torch.testing.assert_close(w("sigmoid"), 0.5 * torch.sigmoid(-torch.log(snr)) * (-dlam) * snr, **kw)
+    for b in (-3.0, 2.0):  # the bias b of sigmoid(b - lambda) is honoured (it was hard-coded to 0)
+        got = proc.loss_weight(t, "sigmoid", sigmoid_bias=b).double()
+        torch.testing.assert_close(got, 0.5 * torch.sigmoid(b - torch.log(snr)) * (-dlam) * snr, **kw)
     torch.testing.assert_close(proc.elbo_weight(t).double(), -0.5 * dlam * snr, **kw)
     if isinstance(schedule, CosineSchedule):
         torch.testing.assert_close(w("v"), snr + 1.0, **kw)

@@ -529,14 +529,16 @@ def _grads(net: nn.Module) -> list[torch.Tensor]:
     return [p.grad for p in net.parameters() if p.grad is not None]
 
 
-@pytest.mark.parametrize("kind, latent", [("masked", 0), ("masked", 8), ("uniform", 0)])
-def test_idlm_smoke_both_phases(kind, latent):
+@pytest.mark.parametrize("kind, latent, estimator", [("masked", 0, "hard"), ("masked", 8, "hard"),
+                                                     ("uniform", 0, "hard"), ("uniform", 0, "relaxed")])
+def test_idlm_smoke_both_phases(kind, latent, estimator):
     """Both phases on a random batch: finite losses; grads finite and nonzero for the trained net only; at
-    initialisation (fake = teacher) the student loss and its gradient are exactly 0."""
+    initialisation (fake = teacher) the student loss and its gradient are exactly 0. Uniform: both estimators
+    (``uniform_estimator`` is ignored by the masked process)."""
     teacher = tiny_teacher(kind)
     student = latent_copy(teacher, latent) if latent else copy.deepcopy(teacher)
     fake = copy.deepcopy(teacher)
-    method = IDLM(teacher, student, fake, length=LS, steps=4)
+    method = IDLM(teacher, student, fake, length=LS, steps=4, uniform_estimator=estimator)
     assert [ph.name for ph in method.phases()] == ["aux", "student"]
     assert set(method.trainable()) == {"student", "aux"} and set(method.frozen()) == {"teacher"}
     nets = {"teacher": teacher, "student": student, "aux": fake}
@@ -566,10 +568,10 @@ def test_idlm_smoke_both_phases(kind, latent):
     grads = _grads(student)
     assert grads and all(bool(gr.isfinite().all()) for gr in grads) and sum(float(gr.abs().sum()) for gr in grads) > 0
     assert not _grads(teacher)
-    if kind == "masked":
-        assert not _grads(fake)  # the advantage is computed under no_grad
-    # uniform: the pathwise gradient runs through the fake's forward, so its parameters (trainable, not frozen
-    # like the teacher's) receive .grad here; the Trainer discards non-training roles' grads after each phase
+    if kind == "masked" or estimator == "hard":
+        assert not _grads(fake)  # the advantage / score difference is computed under no_grad
+    # uniform relaxed: the pathwise gradient runs through the fake's forward, so its parameters (trainable, not
+    # frozen like the teacher's) receive .grad here; the Trainer discards non-training roles' grads after each phase
     if latent:
         assert float(student.net.latent.weight.grad.abs().sum()) > 0
 

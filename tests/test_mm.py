@@ -440,3 +440,24 @@ def test_distilling_the_exact_oracle_beats_its_own_4_step_sampling() -> None:
                                               generator=g)) for s in ("ancestral", "ddim")]
     best = min(teach)
     assert st[0] + 3 * (st[1] + best[1]) < best[0], (st, teach)
+
+
+def test_sigmoid_bias_reaches_the_teacher_loss_and_mm_weight() -> None:
+    """The ``sigmoid`` weight's b is a setting (it was hard-coded to 0): MM's w(s) and the teacher loss use it."""
+    from fewstep.methods.diffusion import GaussianDiffusion
+
+    s = torch.linspace(0.05, 0.95, 7, dtype=F64)
+    for b in (0.0, -3.0):
+        want = PROC.loss_weight(s, "sigmoid", sigmoid_bias=b, max_weight=1e4).double()
+        m = MomentMatching(GMMOracle(make_gmm8d(), PROC.schedule), nn.Linear(8, 8), nn.Linear(8, 8), process=PROC,
+                           weighting="sigmoid", sigmoid_bias=b)
+        torch.testing.assert_close(m.weight(s), want)
+        assert m.config().get("sigmoid_bias", 0.0) == b
+    base = PROC.loss_weight(s, "sigmoid")
+    ratio = PROC.loss_weight(s, "sigmoid", sigmoid_bias=-3.0) / base
+    assert float(ratio.max()) <= 1.0 and float(ratio[:4].max()) < 0.5  # b < 0: less weight at low noise
+    den = GaussianDenoiser(MLP(2, width=8, depth=1), PROC)
+    x = {"x": torch.randn(16, 2, generator=gen(3))}
+    losses = [GaussianDiffusion(den, weighting="sigmoid", sigmoid_bias=b).loss("model", x, {"model": den}, gen(4))
+              .loss.item() for b in (0.0, -3.0)]
+    assert losses[1] < losses[0]

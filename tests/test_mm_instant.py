@@ -53,7 +53,8 @@ class Student(nn.Module):
 def setup(precond: str = "fixed", weighting: str = "edm") -> tuple[MomentMatching, dict, Tensor]:
     tea = LinearTeacher().requires_grad_(False)
     v = {k: torch.rand(p.shape, generator=gen(2), dtype=F64) + 0.1 for k, p in tea.named_parameters()}
-    m = MomentMatching(tea, Student(), process=PROC, mode="instant", k=2, precond=precond, precond_v=v,
+    m = MomentMatching(tea, Student(), process=PROC, mode="instant", k=2, precond=precond,
+                       precond_v=v if precond == "fixed" else None,
                        weighting=weighting)
     return m, {"student": m.student, "teacher": tea}, torch.tensor([0.5, -1.0, 2.0], dtype=F64)
 
@@ -69,7 +70,9 @@ def test_autograd_of_j_equals_both_surrogate_orderings() -> None:
 
     def g(d: Draw) -> dict[str, Tensor]:
         x = m.sample_x(m.student, d)  # keeps the graph; z_s is built from sg x~ inside renoise
-        return teacher_grad(fn, m.renoise(d, x), d.s, x, m.weight(d.s), create_graph=True)
+        gen_ = teacher_grad(fn, m.renoise(d, x), d.s, x, m.weight(d.s), create_graph=True)
+        dat = teacher_grad(fn, m.renoise(d, d.x), d.s, d.x, m.weight(d.s))
+        return {k: v - dat[k] for k, v in gen_.items()}
 
     g_a, g_b = g(da), g(db)
     j = 0.5 * dot(g_a, m.precond.apply(g_b))  # Lambda frozen (fixed v)
@@ -163,23 +166,105 @@ def test_ema_preconditioner() -> None:
 
 
 def test_instant_method_smoke() -> None:
-    """Default instant mode (EMA Lambda, forward JVP) through ``loss``: finite, teacher untouched, one phase."""
+    """Default instant mode (EMA Lambda, forward JVP) through ``loss``: the first call primes Lambda (zero loss,
+    no student gradient), the second moves the student; finite, teacher untouched, one phase."""
     torch.manual_seed(4)
     tea = GaussianDenoiser(MLP(8, width=16, depth=1), PROC)
     for p in tea.parameters():
         nn.init.normal_(p, std=0.2, generator=gen(14))
     m = MomentMatching(tea, init_from_teacher(tea), process=PROC, mode="instant", k=4)
     assert [p.name for p in m.phases()] == ["student"] and set(m.trainable()) == {"student"}
-    assert m.config()["precond"] == "ema" and m.config()["jvp"] == "forward"
+    assert m.config()["precond"] == "ema" and m.config()["jvp"] == "forward" and m.config()["data_grad"]
     x = {"x": make_gmm8d().sample(64, generator=gen(15)).float()}
-    out = m.loss("student", x, {**m.trainable(), **m.frozen()}, gen(16))
+    nets = {**m.trainable(), **m.frozen()}
+    first = m.loss("student", x, nets, gen(16))
+    first.loss.backward()
+    assert float(first.loss.detach()) == 0.0 and m.precond.count == 1 and float(first.logs["g_data_norm"]) > 0
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in m.student.parameters())
+    out = m.loss("student", x, nets, gen(16))
     out.loss.backward()
-    assert torch.isfinite(out.loss) and m.precond.count == 1
+    assert torch.isfinite(out.loss) and m.precond.count == 2
     assert all(p.grad is None for p in tea.parameters())
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.student.parameters())
     with pytest.raises(ValueError):
         m.instant_loss({"student": m.student, "teacher": GMMOracle(make_gmm8d(), PROC.schedule)},
                        *[m.draw(x["x"][:8], gen(17))] * 2)
+
+
+def _grads(m: MomentMatching, fn: TeacherFn, d: Draw, *, graph: bool) -> tuple[dict, dict]:
+    """(g_gen, g_data) of one draw; g_gen keeps its graph to the student when ``graph``."""
+    if graph:
+        x = m.sample_x(m.student, d)
+    else:
+        with torch.no_grad():
+            x = m.sample_x(m.student, d)
+    w = m.weight(d.s)
+    return (teacher_grad(fn, m.renoise(d, x), d.s, x, w, create_graph=graph),
+            teacher_grad(fn, m.renoise(d, d.x), d.s, d.x, w))
+
+
+def test_instant_expectation_is_gradient_of_moment_difference() -> None:
+    """A finite (linear) teacher whose expected loss gradient on real data is far from zero: the expected student
+    gradient of the instant loss equals 1/2 grad_eta J with J = 1/2 ||m||^2_Lambda, m = E g_gen - E g_data (by
+    autograd through big-sample estimates of both expectations: grad of 1/2 <m_B, Lambda sg m_A>), and not the
+    data-blind one with m = E g_gen."""
+    m, nets, shift = setup()
+    fn = TeacherFn(nets["teacher"])
+    params = list(m.student.parameters())
+    n = 100_000
+    da, db = m.draw(data(n, 40, shift), gen(41)), m.draw(data(n, 42, shift), gen(43))
+    ga_gen, ga_data = _grads(m, fn, da, graph=False)
+    gb_gen, gb_data = _grads(m, fn, db, graph=True)
+    data_norm = math.sqrt(float(dot(ga_data, ga_data)))
+    assert data_norm > 0.3 * math.sqrt(float(dot(ga_gen, ga_gen)))  # a teacher that is far from perfect
+    m_a = {k: v - ga_data[k] for k, v in ga_gen.items()}
+    m_b = {k: v - gb_data[k] for k, v in gb_gen.items()}
+    ref = torch.autograd.grad(0.5 * dot(m_b, m.precond.apply(m_a)), params, retain_graph=True)
+    blind = torch.autograd.grad(0.5 * dot(gb_gen, m.precond.apply(ga_gen)), params)
+    ours = torch.autograd.grad(m.instant_loss(nets, da, db).loss, params)
+
+    def rel(a, b) -> float:
+        return math.sqrt(sum(float((x - y).pow(2).sum()) for x, y in zip(a, b))) / \
+            math.sqrt(sum(float(y.pow(2).sum()) for y in b))
+
+    assert rel(ours, ref) < 1e-6, rel(ours, ref)
+    assert rel(blind, ref) > 0.2, rel(blind, ref)  # the data term matters here
+    # unbiasedness over small independent (A, B) pairs: the mean of 400 pair gradients within 4 SE of ref
+    flat = []
+    for i in range(400):
+        a = m.draw(data(16, 1000 + 2 * i, shift), gen(5000 + 2 * i))
+        b = m.draw(data(16, 1001 + 2 * i, shift), gen(5001 + 2 * i))
+        flat.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(m.instant_loss(nets, a, b).loss, params)]))
+    g = torch.stack(flat)
+    want = torch.cat([r.reshape(-1) for r in ref])
+    z = (g.mean(0) - want) / (g.std(0) / math.sqrt(len(flat)))
+    assert float(z.abs().max()) < 4.5, float(z.abs().max())
+    wrong = torch.cat([r.reshape(-1) for r in blind])
+    assert float(((g.mean(0) - wrong) / (g.std(0) / math.sqrt(len(flat)))).abs().max()) > 6
+
+
+def test_preconditioner_is_applied_before_its_update() -> None:
+    """EMA Lambda: call 1 primes it (zero loss); call 2 uses Lambda built from call 1's g_A only, so nu does not
+    depend on the current g_A (Adam's order would give Lambda g = sign(g) on the first step)."""
+    m, nets, shift = setup(precond="ema")
+    fn = TeacherFn(nets["teacher"])
+    params = list(m.student.parameters())
+    d1, d2, db = (m.draw(data(32, 60 + i, shift), gen(70 + i)) for i in range(3))
+    assert float(m.instant_loss(nets, d1, db).loss.detach()) == 0.0 and m.precond.count == 1
+    g1_gen, g1_data = _grads(m, fn, d1, graph=False)
+    g1 = {k: v - g1_data[k] for k, v in g1_gen.items()}
+    lam = {k: 1.0 / ((v**2).sqrt() + m.precond.eps) for k, v in g1.items()}  # bias-corrected v_hat = g1^2
+    g2_gen, g2_data = _grads(m, fn, d2, graph=False)
+    nu = {k: -(v - g2_data[k]) * lam[k] for k, v in g2_gen.items()}
+    with torch.no_grad():
+        xb = m.sample_x(m.student, db)
+    xb_graph = m.sample_x(m.student, db)
+    delta = teacher_jvp(fn, m.renoise(db, xb), db.s, nu)
+    want = torch.autograd.grad((m.weight(db.s) * (xb_graph * delta).sum(1)).mean(), params)
+    ours = torch.autograd.grad(m.instant_loss(nets, d2, db).loss, params)
+    for a, b in zip(ours, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert m.precond.count == 2
 
 
 # ------------------------------------------------------------------------------------------------ CFG

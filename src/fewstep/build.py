@@ -101,13 +101,33 @@ def build_method(cfg: RunConfig, shape: tuple[int, ...]):
     masked / uniform ``DiscreteDiffusion`` teacher (``build_discrete``; ``shape`` is then unused)."""
     from fewstep.build_discrete import build_discrete_method, is_discrete
 
-    m = cfg.method
     if is_discrete(cfg):
         return build_discrete_method(cfg)
+    cfg = resolve_label_dropout(cfg)
+    m = cfg.method
     if isinstance(m, IMMCfg):
         return build_imm(cfg, shape)
+    classes = cfg.net.num_classes
     return GaussianDiffusion(build_denoiser(cfg, shape), weighting=m.weighting, time_sampling=m.time_sampling,
-                             conditional=cfg.net.num_classes > 0)
+                             conditional=classes > 0, num_classes=classes or None, label_dropout=m.label_dropout,
+                             sigmoid_bias=m.sigmoid_bias)
+
+
+def resolve_label_dropout(cfg: RunConfig, *, absent: float | None = None) -> RunConfig:
+    """``cfg`` with ``method.label_dropout = None`` resolved (diffusion and IMM): to ``absent`` if given (a
+    config.json written before label dropout existed: ``absent=0``), else auto: ``AUTO_LABEL_DROPOUT`` (0.1)
+    for a class-conditional net, 0 otherwise."""
+    from fewstep.methods.diffusion import AUTO_LABEL_DROPOUT
+
+    m = cfg.method
+    if not isinstance(m, (DiffusionCfg, IMMCfg)):
+        return cfg
+    if m.label_dropout is not None:
+        if m.label_dropout > 0 and cfg.net.num_classes <= 0:
+            raise ValueError("--method.label-dropout > 0 needs a class-conditional net (--net.num-classes > 0)")
+        return cfg
+    p = absent if absent is not None else (AUTO_LABEL_DROPOUT if cfg.net.num_classes > 0 else 0.0)
+    return replace(cfg, method=replace(m, label_dropout=float(p)))
 
 
 def build_imm(cfg: RunConfig, shape: tuple[int, ...]):
@@ -116,6 +136,7 @@ def build_imm(cfg: RunConfig, shape: tuple[int, ...]):
     from fewstep.denoisers.imm import IMMMap
     from fewstep.methods.imm import InductiveMomentMatching
 
+    cfg = resolve_label_dropout(cfg)
     m = cfg.method
     net = build_net(replace(cfg.net, two_time=True), shape)
     fmap = IMMMap(net, get_schedule(cfg.process.schedule), sigma_d=cfg.process.sigma_data, param=m.param,
@@ -124,7 +145,8 @@ def build_imm(cfg: RunConfig, shape: tuple[int, ...]):
         fmap, group_size=m.group_size, k=m.k, k_end=m.k_end, t_min=m.t_min, t_max=m.t_max, eta_max=m.eta_max,
         eta_min=m.eta_min, min_gap=m.min_gap, kernel=m.kernel, dim_divisor=m.dim_divisor,
         bandwidth_floor=m.bandwidth_floor, estimator=m.estimator, weight_a=m.weight_a, weight_b=m.weight_b,
-        conditional=cfg.net.num_classes > 0, sampler=m.sampler, two_step=m.two_step)
+        conditional=cfg.net.num_classes > 0, sampler=m.sampler, two_step=m.two_step,
+        num_classes=cfg.net.num_classes or None, label_dropout=m.label_dropout)
 
 
 def seeded_init(make, seed: int):
@@ -143,7 +165,7 @@ def build_trainer(cfg: RunConfig, *, allow_config_change: bool = False, progress
     if is_discrete(cfg) != (cfg.data.name in TOKEN_DATASETS):
         raise ValueError(f"--method {cfg.method.name} does not train on {cfg.data.name}: the discrete methods "
                          f"(mdlm, uniform) take token data ({', '.join(TOKEN_DATASETS)}), the others continuous data")
-    cfg = replace(cfg, data=resolve_data(cfg.data))
+    cfg = resolve_label_dropout(replace(cfg, data=resolve_data(cfg.data)))  # config.json holds the number
     if isinstance(cfg.method, IMMCfg) and cfg.train.batch_size % cfg.method.group_size:
         raise ValueError(f"IMM needs a batch of whole groups: train.batch_size {cfg.train.batch_size} is not a "
                          f"multiple of method.group_size {cfg.method.group_size}")
@@ -161,13 +183,16 @@ def make_trainer(method, data: DataSource, cfg: RunConfig | DistillConfig, *, de
     from fewstep.train.trainer import Trainer
 
     t = cfg.train
+    defaults = defaults_like(cfg)
+    if isinstance(cfg, RunConfig) and isinstance(cfg.method, (DiffusionCfg, IMMCfg)):
+        defaults["method"]["label_dropout"] = 0.0  # a config.json without it: a run trained without label dropout
     return Trainer(
         method, data, run_dir=Path(cfg.run_dir), seed=t.seed, total_nimg=t.total_nimg, batch_size=t.batch_size,
         lr=t.lr, optimizer=t.optimizer, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay,
         warmup_nimg=t.warmup_nimg, lr_decay=t.lr_decay, lr_final_ratio=t.lr_final_ratio, grad_clip=t.grad_clip,
         precision=t.precision, ema_halflife_nimg=t.ema_halflife_nimg, ckpt_every_nimg=t.ckpt_every_nimg,
         log_every_nimg=t.log_every_nimg, device=str(device), config=to_dict(cfg),
-        config_defaults=defaults_like(cfg), allow_config_change=allow_config_change, max_seconds=t.max_seconds,
+        config_defaults=defaults, allow_config_change=allow_config_change, max_seconds=t.max_seconds,
         progress=progress, per_role_optim=per_role_optim)
 
 
@@ -190,6 +215,7 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", 
         weights = weights / "checkpoints" / checkpoint
     if isinstance(cfg, DistillConfig):
         return _load_distilled(weights, cfg, ema=ema, device=device)
+    cfg = resolve_label_dropout(cfg, absent=0.0)  # saved before label dropout existed: trained without it
     method = build_method(cfg, sample_shape(cfg.data))
     nets = {}
     for role, module in method.trainable().items():
@@ -298,6 +324,7 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
             raise ValueError(f"the exact oracle teacher exists only for gmm8d, not {cfg.data.name}: use --preset "
                              "gmm8d, or distill from a trained teacher (--teacher RUN_DIR)")
         weighting = DiffusionCfg().weighting  # the library teacher's default training weight
+        bias = DiffusionCfg().sigmoid_bias
     else:
         tcfg = _teacher_config(cfg.teacher)
         from fewstep.build_discrete import is_discrete
@@ -310,10 +337,15 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
                 raise ValueError(f"{part} differs from the teacher's ({cfg.teacher}/config.json): a student copies "
                                  "its teacher, so data, process and net come from the teacher")
         weighting = tcfg.method.weighting
+        bias = getattr(tcfg.method, "sigmoid_bias", 0.0)
     if m.guidance is not None and cfg.net.num_classes <= 0:
         raise ValueError("--method.guidance needs a class-conditional teacher (net.num_classes > 0)")
+    if m.guidance is not None and cfg.teacher != ORACLE:
+        check_guidance_teacher(cfg.teacher, tcfg)
     if m.weighting is None:
         m = replace(m, weighting=weighting)
+    if m.sigmoid_bias is None:
+        m = replace(m, sigmoid_bias=bias)
     if m.warm_start_steps is None:
         from fewstep.methods.mm_warmstart import auto_warm_start_steps
 
@@ -322,6 +354,17 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
         raise ValueError("--method.warm-start-steps must be >= 0, warm-start-teacher-steps >= 1 and "
                          "warm-start-pool >= 0 (0: fresh targets every step)")
     return replace(cfg, method=m)
+
+
+def check_guidance_teacher(teacher: str, tcfg: RunConfig) -> None:
+    """Raise a one-line ValueError unless the teacher run ``tcfg`` was trained with label dropout > 0 (its null
+    label, the unconditional branch of classifier-free guidance, is otherwise untrained). A config.json
+    without ``label_dropout`` (written before it existed) counts as trained without."""
+    p = getattr(tcfg.method, "label_dropout", None)
+    if not p or p <= 0:
+        raise ValueError(f"--method.guidance needs a teacher trained with label dropout, but {teacher} was trained "
+                         "without it (its null label is untrained): retrain the teacher with "
+                         "--method.label-dropout 0.1")
 
 
 def _distill_device(cfg: DistillConfig) -> torch.device:
@@ -494,7 +537,8 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
         process=process, mode=m.mode, k=m.steps, s_min=m.s_min, gap=m.gap, gap_low=m.gap_low, weighting=m.weighting,
         weight_max=m.weight_max, lambda_reg=m.lambda_reg, eta=m.eta, renoise_mode=m.renoise,
         conditional=classes > 0, num_classes=classes or None, guidance=m.guidance, precond=m.precond,
-        precond_beta=m.precond_beta, c=m.c, jvp=m.jvp)
+        precond_beta=m.precond_beta, c=m.c, jvp=m.jvp, data_grad=m.data_grad,
+        sigmoid_bias=m.sigmoid_bias if m.sigmoid_bias is not None else 0.0)
     aux_lr = m.aux_lr if m.aux_lr is not None else m.aux_lr_mult * t.lr
     per_role = {"aux": {"lr": aux_lr}} if m.mode == "alternating" else None
     trainer = make_trainer(method, data, cfg, device=device, allow_config_change=allow_config_change,

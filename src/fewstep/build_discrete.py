@@ -237,7 +237,7 @@ def build_discrete_distill_method(cfg, teacher_state: dict | None):
                     uniform_estimator=m.uniform_estimator, nested_step=m.nested_step,
                     uniform_law=m.uniform_law)
     return DiscreteMMD(teacher, student, aux, length=length, k=m.steps, weighting=m.weighting,
-                       weight_max=m.weight_max)
+                       weight_max=m.weight_max, kernel=m.kernel)
 
 
 def build_discrete_distillation(cfg, *, allow_config_change: bool = False, progress: bool = True, data=None):
@@ -265,21 +265,30 @@ def student_optim(cfg, lr: float) -> dict:
 class DistilledTokenStudent:
     """The sampling side of an IDLM / D-MMD student (``load_trained`` of its run): the teacher's ancestral
     sampler with the student as denoiser, at any number of steps (``k``: the step count it was trained or
-    configured for)."""
+    configured for).
+
+    ``kernel``: the uniform sampling kernel used unless ``generate`` is passed a ``kernel`` option. A D-MMD run
+    uses its config's ``method.kernel`` (``sample-x`` by default, the kernel D-MMD trains for; a run whose
+    config.json predates the field loads at that default, i.e. ``sample-x``, not the ``duo`` it was sampled with
+    before). An IDLM run uses ``duo``, the teacher's kernel. Masked process: both kernels have one law."""
 
     sampler = "student"
 
-    def __init__(self, length: int, k: int) -> None:
-        self.length, self.k = length, k
+    def __init__(self, length: int, k: int, kernel: str = "duo") -> None:
+        from fewstep.methods.discrete_mmd import check_kernel
+
+        self.length, self.k, self.kernel = length, k, check_kernel(kernel)
 
     def generate(self, n: int, *, steps: int, nets, generator, cond=None, final: str = "ancestral",
                  device="cpu", batch_size: int | None = 512, return_stats: bool = False, **options):
+        from fewstep.methods.discrete_mmd import check_kernel
         from fewstep.methods.idlm import sample_student_denoiser
 
+        kernel = options.get("kernel")
         return sample_student_denoiser(nets["student"], n, self.length, steps, generator=generator, device=device,
                                        final=final, batch_size=batch_size, return_stats=return_stats,
                                        temperature=float(options.get("temperature", 1.0)),
-                                       kernel=str(options.get("kernel", "duo")))
+                                       kernel=self.kernel if kernel is None else check_kernel(kernel))
 
 
 def load_discrete_distilled(run_dir, cfg, *, ema: bool, device: str):
@@ -289,5 +298,6 @@ def load_discrete_distilled(run_dir, cfg, *, ema: bool, device: str):
     student = _student_net(cfg, student_latent_dim(cfg))
     state, _ = load_weights(find_weights(run_dir, "student", ema=ema))
     student.load_state_dict(state)
-    return cfg, DistilledTokenStudent(cfg.data.length, cfg.method.steps), {
+    kernel = cfg.method.kernel if cfg.method.name == "dmmd" else "duo"
+    return cfg, DistilledTokenStudent(cfg.data.length, cfg.method.steps, kernel), {
         "student": student.to(device).eval().requires_grad_(False)}

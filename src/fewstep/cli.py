@@ -68,11 +68,15 @@ def cmd_train(argv: list[str]) -> int:
             "--dry-run, --allow-config-change.")
     cfg = tyro.cli(RunConfig, default=base, args=rest, prog="fewstep train", description=desc,
                    config=(tyro.conf.AvoidSubcommands,))
+    from fewstep.build import build_trainer, resolve_label_dropout
+
+    try:
+        cfg = resolve_label_dropout(cfg)  # the number config.json will hold
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     if known.dry_run:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
-    from fewstep.build import build_trainer
-
     try:
         trainer = build_trainer(cfg, allow_config_change=known.allow_config_change)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -189,11 +193,15 @@ class SampleArgs:
     """An older checkpoint of the run to sample (a folder name under RUN/checkpoints, e.g. nimg_000192000)."""
     temperature: float = 1.0
     """Discrete runs (teachers and students): sampling temperature of the denoiser (> 1: more entropy)."""
+    guidance: float | None = None
+    """IMM runs of a class-conditional model trained with label dropout: classifier-free guidance scale w of the
+    network output; samples then get the balanced labels i mod num_classes."""
 
 
 def cmd_sample(argv: list[str]) -> int:
     import time
 
+    import torch
     from safetensors.torch import save_file
 
     from fewstep.bench.plots import save_samples
@@ -211,6 +219,8 @@ def cmd_sample(argv: list[str]) -> int:
     if not (a.temperature > 0 and a.temperature < float("inf")):
         raise SystemExit(f"error: --temperature must be a positive finite number, got {a.temperature}")
     if is_token_data(cfg.data):
+        if a.guidance is not None:
+            raise SystemExit("error: --guidance applies to IMM runs only")
         return _sample_tokens(a, cfg, method, nets, device)
     if a.temperature != 1.0:
         raise SystemExit("error: --temperature applies to discrete runs (token data) only")
@@ -225,16 +235,31 @@ def cmd_sample(argv: list[str]) -> int:
     if student_k and any(k != student_k for k in steps):
         print(f"note: this student was distilled for {student_k} steps; other step counts run its sampler on a "
               "grid it was not trained for", file=sys.stderr)
+    guide: dict = {}
+    if a.guidance is not None:
+        if not imm:
+            raise SystemExit("error: --guidance applies to IMM runs (a distilled student's guidance is set when "
+                             "distilling: --method.guidance)")
+        try:
+            method.check_guidance()
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        labels = torch.arange(a.n, device=device) % method.num_classes
+        guide = {"guidance": a.guidance, "cond": labels}
     out = Path(a.out) if a.out else Path(a.run) / "samples"
     out.mkdir(parents=True, exist_ok=True)
     for k in steps:
         t0 = time.perf_counter()
         x = method.generate(a.n, steps=k, nets=nets, generator=seeded(a.seed, k), sampler=sampler,
-                            grid=a.grid, shape=data_shape(cfg.data.name), device=device)
+                            grid=a.grid, shape=data_shape(cfg.data.name), device=device, **guide)
         dt = time.perf_counter() - t0
         path = out / f"samples_{k}.safetensors"
-        save_file({"x": x.float().cpu().contiguous()}, str(path),
-                  metadata={"steps": str(k), "sampler": sampler, "seed": str(a.seed), "run": a.run})
+        tensors = {"x": x.float().cpu().contiguous()}
+        meta = {"steps": str(k), "sampler": sampler, "seed": str(a.seed), "run": a.run}
+        if guide:
+            tensors["label"] = guide["cond"].cpu().contiguous()
+            meta["guidance"] = str(a.guidance)
+        save_file(tensors, str(path), metadata=meta)
         save_samples(x.cpu(), out / f"samples_{k}.png", title=f"{cfg.data.name}: {sampler}, {k} steps")
         print(f"steps={k}: {a.n} samples in {dt:.2f}s -> {path}")
     return 0
@@ -384,8 +409,15 @@ def cmd_bench(argv: list[str]) -> int:
 def _pairs(text: str | None, what: str = "dataset=preset") -> tuple[tuple[str, str], ...]:
     if not text:
         return ()
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):  # split on commas outside brackets: t_band=[0.05,0.95],aux_every=2
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
     try:
-        return tuple((k, v) for k, v in (p.split("=") for p in text.split(",")))
+        return tuple((k, v) for k, v in (p.split("=", 1) for p in parts))
     except ValueError:
         raise SystemExit(f"error: expected {what} pairs, got {text!r}") from None
 

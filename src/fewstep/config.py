@@ -97,6 +97,12 @@ class DiffusionCfg:
     """x-space loss weight w(t)."""
     time_sampling: Literal["uniform", "logit_normal", "edm_lognormal", "uniform_logsnr"] = "uniform"
     """Distribution of training times."""
+    sigmoid_bias: float = 0.0
+    """b of the ``sigmoid`` weighting 0.5 sigmoid(b - lambda)(-dlambda/dt) SNR (unused by the others)."""
+    label_dropout: float | None = None
+    """Probability of replacing a training label by the null label ``net.num_classes`` (trains the
+    unconditional branch that classifier-free guidance needs). None (auto): 0.1 for a class-conditional net,
+    0 otherwise; the run's config.json holds the resolved number (a config.json without it: trained without)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,9 @@ class IMMCfg:
     digits; BENCHMARKS.md)."""
     two_step: Literal["eta", "uniform"] = "eta"
     """Middle point of the 2-step grid: eta = 1.4 (the paper) or half-way."""
+    label_dropout: float | None = None
+    """Probability of replacing a training label by the null label ``net.num_classes`` (for classifier-free
+    guidance at sampling). None (auto): 0.1 for a class-conditional net, 0 otherwise; resolved in config.json."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +266,12 @@ class MMCfg:
     default optimiser) c cancels up to eps and clipping: digits k = 4 gave the same fd_digits at c = 0.3 and 1."""
     jvp: Literal["forward", "double_backward", "finite_difference"] = "forward"
     """Instant mode: how J_theta T nu is computed."""
+    data_grad: bool = True
+    """Instant mode: subtract the teacher's loss gradient on real data (same draw) from the one on generated data,
+    so that the student aims at E g_gen = E g_data rather than at E g_gen = 0, which only a perfect teacher
+    satisfies (False: the ablation that assumes it)."""
+    sigmoid_bias: float | None = None
+    """b of the ``sigmoid`` weighting (None: the teacher's; 0 for the oracle)."""
     warm_start_steps: int | None = None
     """Teacher-ODE warm start of the student before MM (``methods.mm_warmstart``): Adam steps regressing
     G(z_t, t) onto the teacher's DDIM endpoint from z_t at the student's grid times; breaks the t = 1 saddle
@@ -291,9 +306,9 @@ class IDLMCfg:
     latent_lr_mult: float = 1.0
     """Learning-rate multiplier of the student's latent-noise map (its other weights start at the teacher)."""
     tau: float = 1e-3
-    """Uniform process: softmax temperature of the relaxed corrupted input."""
+    """Uniform process, ``uniform_estimator="relaxed"`` only: softmax temperature of the relaxed corrupted input."""
     pathwise: bool = True
-    """Uniform process: gradients through the relaxed input (False: the stop-gradient ablation)."""
+    """Uniform process, ``relaxed`` only: gradients through the relaxed input (False: the stop-gradient ablation)."""
     aux_every: int = 1
     """Fake-model updates per student update (the student phase runs every n-th iteration)."""
     lr: float | None = 1e-5
@@ -304,7 +319,9 @@ class IDLMCfg:
     weight_max: float = 1e3
     """Clamp of lambda(t) (masked)."""
     t_band: tuple[float, float] | None = None
-    """Range of the corruption time t (None: the teacher's training range)."""
+    """Range (lo, hi) of the corruption time t (None: the teacher's training range, which for the uniform process
+    reaches alpha ~ 1e-3, where the NELBO weight -alpha'/(N alpha q_t) is ~1e3). Both processes and both uniform
+    estimators; ``shared`` coupling clamps t = t~ into it. JSON override value: ``[0.05, 0.95]``."""
     time_coupling: Literal["independent", "shared", "nested"] = "shared"
     """Corruption time t shared with the student's input time t~ (default) or independent of it (the spec), or
     (masked only) ``nested``: the judged state is one sampler step of at most ``nested_step`` from the
@@ -315,10 +332,12 @@ class IDLMCfg:
     nested_step: float = 0.25
     """Largest t~ - s of the nested coupling (1 / K for a K-step student); unused by the other couplings."""
     uniform_estimator: Literal["relaxed", "hard"] = "hard"
-    """Uniform process: hard-token corruption with Rao-Blackwellised, importance-weighted per-position scores
-    (``methods.idlm.uniform_rb_terms``; the teacher and fake see the hard tokens they were trained on), or the
-    paper's Gaussian relaxation with pathwise gradients (``relaxed``, tau = ``tau``). grid2d TV at 1/2/4 steps:
-    hard 0.497/0.459/0.204, relaxed 0.500/0.520/0.428 (teacher 0.494/0.330/0.197)."""
+    """Uniform process: hard-token corruption z ~ q_t(. | G) with Rao-Blackwellised, importance-weighted per-position
+    scores (default, as ``methods.idlm.IDLM``'s; ``uniform_rb_terms``; the teacher and fake see the hard tokens they
+    were trained on), or the paper's Gaussian relaxation with pathwise gradients (``relaxed``, tau = ``tau``), whose
+    argmax of a soft G does not follow q_t(. | G) (TV up to ~0.2 on 8 tokens), so the data law is not its fixed
+    point (tests/test_idlm_fixed_point.py). grid2d TV at 1/2/4 steps: hard 0.497/0.459/0.204, relaxed
+    0.500/0.520/0.428 (teacher 0.494/0.330/0.197)."""
     uniform_law: Literal["denoiser", "kernel"] = "denoiser"
     """Uniform process: which clean-token law of the student is judged. ``denoiser``: x ~ G (its output as is);
     ``kernel``: x ~ G~ proportional to G q_t~(z~ | .), the law the teacher's (Duo) sampler actually draws from
@@ -341,6 +360,11 @@ class DMMDCfg:
     weighting: Literal["auto", "elbo", "flat"] = "auto"
     """w(s): auto = lambda(s) masked, 1 uniform."""
     weight_max: float = 1e3
+    kernel: Literal["sample-x", "duo"] = "sample-x"
+    """Uniform process: the sampling kernel of the student (``fewstep sample``, the bench). ``sample-x``: x ~ Cat(G)
+    then the exact posterior q(z_s | z_t, x), the kernel D-MMD trains the student for; ``duo``: the teacher's
+    kernel with the soft G plugged in, which counts the current token twice. Sampling only (training ignores
+    it); a run whose config.json predates this field samples with ``sample-x``. Masked: both have one law."""
     lr: float | None = None
     """Student LR (None: train.lr)."""
     aux_lr_mult: float = 1.0

@@ -6,7 +6,10 @@ and distilled from its run folder:
   at every K in ``--steps`` with the teacher's ancestral sampler (rows ``sampler="student"``, ``nfe = K``;
   ``nfe_spent`` records the evaluations actually made, fewer with per-row caching).
 - ``idlm-latent``: the same with the latent-mixture student (``latent_dim = 64``; never cached).
-- ``dmmd``: one D-MMD student per k in ``--steps`` (its time gaps depend on k), sampled at k steps.
+- ``dmmd``: one D-MMD student per k in ``--steps`` (its time gaps depend on k), sampled at k steps with the
+  method's kernel (``DMMDCfg.kernel``, ``sample-x`` by default: the kernel it is trained for).
+
+Uniform-process rows record the sampling kernel in ``kernel`` (IDLM: ``duo``, the teacher's; D-MMD: its own).
 
 Runs live under ``ctx.runs_dir`` (``<teacher run>-<method>[-k<k>]``) and are resumed or reused; ``--quick``
 shrinks them, ``--distill-scale`` (default ``--train-scale``) multiplies their length, ``--distill-set`` sets
@@ -78,6 +81,8 @@ def _provider(method: str):
                 sampler, nets, secs = _student(ctx, method, process, k)
                 entry = ModelEntry(method=method, sampler="student", steps=k, nfe=k, generate=None,
                                    process=process, teacher="trained", train_seconds=secs)
+                if process == "uniform":  # masked: both kernels have one law
+                    entry.extra["kernel"] = getattr(sampler, "kernel", "duo")
                 entry.generate = _generator(sampler, nets, k, "ancestral", ctx, entry.extra)
                 yield entry
 

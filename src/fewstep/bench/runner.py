@@ -167,6 +167,24 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
+MODEL_OPTIONS = ("quick", "teacher_presets", "train_scale", "distill_scale", "distill_set", "imm_set",
+                 "distill_seed", "evaluator_steps")
+"""The bench options that change a trained model or its metric (not just which rows are measured or how many
+samples): every results row records those set away from their defaults in its ``options`` field."""
+
+
+def options_record(opts: BenchOptions) -> dict:
+    """``{option: value}`` of the ``MODEL_OPTIONS`` that differ from ``BenchOptions``' defaults (JSON-able);
+    ``{}`` for a plain command, so a table can be filtered to what a user gets without flags."""
+    default = BenchOptions(suite=opts.suite)
+    out = {}
+    for name in MODEL_OPTIONS:
+        value = getattr(opts, name)
+        if value != getattr(default, name):
+            out[name] = dict(value) if name in ("distill_set", "imm_set", "teacher_presets") else value
+    return out
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -272,7 +290,8 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     device = resolve_device(opts.device)
     runs_dir = Path(opts.runs_dir) if opts.runs_dir else out / "runs"
     base = {"suite": opts.suite, "seed": opts.seed, "device": device_name(device), "quick": opts.quick,
-            "git_sha": git_sha(), "date": time.strftime("%Y-%m-%d"), "host_cpu": _cpu_name(), "command": opts.command}
+            "git_sha": git_sha(), "date": time.strftime("%Y-%m-%d"), "host_cpu": _cpu_name(), "command": opts.command,
+            "options": options_record(opts)}
     rows: list[dict] = []
     results = out / "results.jsonl"
     results.write_text("")

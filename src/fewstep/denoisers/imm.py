@@ -123,6 +123,21 @@ class IMMMap(nn.Module):
         """f_{s,t}(x_t) [B, ...]: x_t [B, ...], target times s [B] <= source times t [B]."""
         return self.combine(x_t, self.raw(x_t, s, t, cond), s, t)
 
+    def guided(self, x_t: Tensor, s: Tensor, t: Tensor, cond: Tensor | None, guidance: float | None,
+               null_label: int | None) -> Tensor:
+        """f_{s,t} with classifier-free guidance of the network output: c_skip(s,t) x_t + c_out(s,t) G_w,
+        G_w = G(null) + w (G(c) - G(null)) (float64), both branches in one doubled batch; plain f without
+        ``guidance`` or labels."""
+        if guidance is None or cond is None:
+            return self(x_t, s, t, cond)
+        if null_label is None:
+            raise ValueError("classifier-free guidance needs the unconditional label (num_classes)")
+        n = x_t.shape[0]
+        both = self.raw(torch.cat([x_t, x_t]), torch.cat([s, s]), torch.cat([t, t]),
+                        torch.cat([cond, torch.full_like(cond, null_label)])).double()
+        c, u = both[:n], both[n:]
+        return self.combine(x_t, u + guidance * (c - u), s, t)
+
     def denoise(self, x_t: Tensor, s: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """g = c_skip(t) x_t + c_out(t) G (the clean estimate the map is a DDIM step of)."""
         c_skip, c_out = denoiser_coefficients(self.param, self.schedule, t, self.sigma_d)

@@ -22,6 +22,14 @@ mean and the teacher): the discrete analogue of MM's <x~, sg(A - x^)>. In the sq
 x these are exactly MM's losses (tested). Masked generators need extra noise (spec: CIFAR-10 FID 151 -> 22 with
 it); ``latent_dim`` gives the student the eps input of ``nets.text_dit`` (zero-initialised).
 
+Sampling kernel (``kernel``): the student is trained as a generator of x given z_t, with z_s ~ q(z_s | z_t, x)
+for x ~ Cat(G): exactly the ``sample-x`` kernel of ``samplers.discrete.sample_uniform`` (default). Duo's kernel
+(``duo``, kept as an option) plugs the soft G into the one-hot posterior, which draws its clean token from
+G(x) q_t(z_t | x) / Z: the current token's evidence, already in G, is counted twice. For the exact posterior
+G = p(x0 | z_t) of a single-token source sample-x reproduces the data law at every k, Duo's kernel does not
+(on the 7-token law of tests/test_dmmd_kernel.py: exact TV 0.131 / 0.175 at k = 2 / 4; both are exact at
+k = 1, where alpha(1) = 0). Masked process: both kernels have one law.
+
 NaN trap: log-probabilities are restricted to real-token columns at positions in P *before* any product.
 """
 
@@ -41,6 +49,15 @@ from fewstep.methods.idlm import Final, sample_student_denoiser
 from fewstep.processes.categorical import inverse_cdf
 
 Weighting = Literal["auto", "elbo", "flat"]
+Kernel = Literal["sample-x", "duo"]
+KERNELS = ("sample-x", "duo")
+
+
+def check_kernel(kernel: object) -> str:
+    """``kernel`` if it names a uniform sampling kernel (``sample-x`` or ``duo``); else a one-line ValueError."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown sampling kernel {kernel!r}; use sample-x or duo")
+    return str(kernel)
 
 
 # --------------------------------------------------------------------------------------------- pure losses
@@ -82,16 +99,20 @@ class DiscreteMMD(Method):
     Args:
         teacher: frozen ``CategoricalDenoiser``; student (optionally with ``latent_dim > 0``) and aux: trainable
             copies of it. length: L. k: the student's sampling steps (sets the time gap). weighting: ``auto``
-            (lambda(s) masked, flat uniform), ``elbo`` or ``flat``. weight_max: clamp of lambda.
+            (lambda(s) masked, flat uniform), ``elbo`` or ``flat``. weight_max: clamp of lambda. kernel: the
+            uniform sampling kernel of ``generate``: ``sample-x`` (default; the kernel the student is trained
+            for) or ``duo`` (the teacher's; over-counts the current token). Masked: both have one law.
     """
 
     def __init__(self, teacher: CategoricalDenoiser, student: CategoricalDenoiser, aux: CategoricalDenoiser, *,
-                 length: int, k: int = 4, weighting: Weighting = "auto", weight_max: float = 1e3) -> None:
+                 length: int, k: int = 4, weighting: Weighting = "auto", weight_max: float = 1e3,
+                 kernel: Kernel = "sample-x") -> None:
         super().__init__()
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k}")
         if weighting not in ("auto", "elbo", "flat"):
             raise ValueError(f"unknown weighting {weighting!r}; use auto, elbo or flat")
+        self.kernel = check_kernel(kernel)
         if aux.latent_dim:
             raise ValueError("the auxiliary denoiser takes no latent noise")
         self.teacher = teacher.eval().requires_grad_(False)
@@ -187,10 +208,17 @@ class DiscreteMMD(Method):
                  generator: torch.Generator, cond: Tensor | None = None, final: Final = "ancestral",
                  device: torch.device | str = "cpu", batch_size: int | None = 512, return_stats: bool = False,
                  **options: object):
-        """``n`` samples [n, L] (int64): the teacher's ancestral sampler with the student, ``k`` steps by default."""
+        """``n`` samples [n, L] (int64): the teacher's ancestral sampler with the student, ``k`` steps by default.
+
+        Options: ``kernel`` (None or absent: the method's ``kernel``, ``sample-x`` by default) and ``temperature``
+        (the student's sampling temperature, default 1); others are ignored."""
+        kernel = options.get("kernel")
+        kernel = self.kernel if kernel is None else check_kernel(kernel)
+        temperature = float(options.get("temperature", 1.0))  # type: ignore[arg-type]
         return sample_student_denoiser(nets["student"], n, self.length, steps or self.k, generator=generator,
-                                       device=device, final=final, batch_size=batch_size, return_stats=return_stats)
+                                       device=device, final=final, batch_size=batch_size, return_stats=return_stats,
+                                       kernel=kernel, temperature=temperature)
 
     def config(self) -> dict:
         return {"process": self.process.kind, "length": self.length, "k": self.k, "weighting": self.weighting,
-                "weight_max": self.weight_max, "latent_dim": self.student.latent_dim}
+                "weight_max": self.weight_max, "latent_dim": self.student.latent_dim, "kernel": self.kernel}

@@ -38,10 +38,19 @@ teacher's keep probability alpha(t) (``GaussianConnection``); z_in = softmax(w /
 = argmax w is the current token of the loss g(z_obs, G, f(z_in, t)) (the KL + Itakura-Saito NELBO integrand with
 soft x = G). Gradients flow pathwise through z_in (through the frozen nets) and through the soft target; the argmax
 contributes none. ``pathwise=False`` detaches z_in (the paper's ablation, which drifts). That is
-``uniform_estimator="relaxed"``. The default ``"hard"`` estimator is the masked case's analogue: x ~ Cat(G) and z ~
-q_t(. | x) as hard tokens (what teacher and fake were trained on); the fake's target and the student's score are
-Rao-Blackwellised over the clean token with importance weights q_t(z | e_v) / q_t(z | G) (``uniform_rb_terms``,
-exact identity tested), and the context dependence is dropped as in the masked case.
+``uniform_estimator="relaxed"``, kept as a named option. The default ``"hard"`` estimator is the masked case's
+analogue: x ~ Cat(G) and z ~ q_t(. | x) as hard tokens (what teacher and fake were trained on, drawn by
+``hard_uniform_corruption``); the fake's target and the student's score are Rao-Blackwellised over the clean token
+with importance weights q_t(z | e_v) / q_t(z | G) (``uniform_rb_terms``, exact identity tested), and the context
+dependence is dropped as in the masked case.
+
+Why hard is the default (tests/test_idlm_fixed_point.py). For a *soft* G the law of argmax(a~_t G + s~_t xi) is
+not q_t(. | G) = alpha_t G + (1 - alpha_t)/N (the connection matches marginals for one-hot x only): TV 0.22 / 0.08 /
+0.06 / 0.03 at t = 0.001 / 0.1 / 0.5 / 0.7 on an 8-token G. The relaxed fake's exact minimiser is then the mixture of
+the student's G reweighted by P_relaxed(z | G) / q_t(z | G), not the teacher, and the expected relaxed student
+gradient at student law = data law is nonzero (the data law is not a fixed point; one-token test: norm 0.011 to
+0.013, as large as the hard gradient of a student 0.16 N(0, 1) logits off the data). The hard corruption has law
+q_t(. | G) exactly: at the data law the fake's minimiser is the teacher and the expected gradient vanishes.
 
 Which clean-token law of a uniform student is judged (``uniform_law``, an option of ours). The teacher's Duo
 kernel plugs the denoiser x_hat into the one-hot posterior; rewritten, p(z_s | z_t, x_hat) = sum_x
@@ -126,10 +135,20 @@ def masked_generator_loss(probs: Tensor, advantage: Tensor, weight: Tensor) -> T
     return -weight.to(probs.dtype) * (probs * advantage.to(probs.dtype)).sum((-1, -2))
 
 
+def hard_uniform_corruption(process, probs: Tensor, t: Tensor, generator: torch.Generator) -> Tensor:
+    """z [B, L] (int64) ~ q_t(. | G) = sum_x G(x) q_t(. | e_x), G = ``probs`` [B, L, N]: x ~ Cat(G) (float64
+    inverse CDF), then the uniform forward process at t [B]. No grad. The corruption of ``uniform_estimator="hard"``;
+    its law is exactly alpha_t G + (1 - alpha_t) / N, unlike ``relax_uniform``'s argmax for a soft G."""
+    with torch.no_grad():
+        u = rng.rand(probs.shape[:2], generator=generator, device=probs.device, dtype=torch.float64)
+        return process.add_noise(inverse_cdf(probs.detach().double(), u), t, generator=generator)
+
+
 def relax_uniform(connection: GaussianConnection, process, probs: Tensor, t: Tensor, xi: Tensor,
                   tau: float) -> tuple[Tensor, Tensor]:
     """Duo's Gaussian relaxation of soft tokens: w = a~_t G + s~_t xi with T(a~_t) = alpha(t);
-    returns (z_in = softmax(w / tau) [B, L, N] (differentiable in G), z_obs = argmax w [B, L])."""
+    returns (z_in = softmax(w / tau) [B, L, N] (differentiable in G), z_obs = argmax w [B, L]). For one-hot G,
+    z_obs ~ q_t(. | G); for a soft G its law is *not* alpha_t G + (1 - alpha_t) / N (``hard_uniform_corruption``)."""
     a = connection.alpha_tilde(process.schedule.alpha(t.double()))
     w = connection.corrupt(probs, a.to(probs.device), xi)
     return torch.softmax(w / tau, dim=-1), w.detach().argmax(-1)
@@ -194,9 +213,11 @@ class IDLM(Method):
         teacher: frozen ``CategoricalDenoiser``. student, fake: trainable copies of it (the student may have a
             latent-noise input, ``latent_dim > 0``).
         length: sequence length L. steps: default number of sampling steps of ``generate`` (the student serves
-            every K). tau: softmax temperature of the uniform relaxation. pathwise: uniform only; False detaches
-            the relaxed input (ablation). aux_every: fake updates per student update. weight_max: clamp of
-            lambda(t). t_band: (lo, hi) range of the corruption time t (default: the process's training range).
+            every K). tau: softmax temperature of the uniform relaxation (``relaxed`` only). pathwise: ``relaxed``
+            only; False detaches the relaxed input (ablation). aux_every: fake updates per student update.
+            weight_max: clamp of lambda(t) (masked). t_band: (lo, hi) range of the corruption time t (default: the
+            process's training range; both processes and both uniform estimators; with ``time_coupling="shared"``
+            t = t~ clamped into it).
         time_coupling: ``independent`` (the spec: t and the student-input time t~ independent; the loss is then
             an unbiased estimate of L_IDLM for the mixture p_theta = E_t~ p_theta^t~), ``shared`` (t = t~: each
             noise level's generator p_theta^t is judged at that same level, sum_t lambda(t) E KL between its and
@@ -204,8 +225,10 @@ class IDLM(Method):
             only: the judged state is one sampler step of at most ``nested_step`` from the student's input,
             ``corrupt_nested``). See the module notes.
         nested_step: Delta of the nested coupling (in (0, 1]; 1/K tunes the student to K-step sampling).
-        uniform_estimator: ``relaxed`` (the paper: Gaussian relaxation, pathwise gradients) or ``hard`` (hard
-            tokens, Rao-Blackwellised importance-weighted scores; ``uniform_rb_terms``).
+        uniform_estimator: ``hard`` (default, as ``IDLMCfg``: hard tokens z ~ q_t(. | G), Rao-Blackwellised
+            importance-weighted scores; ``uniform_rb_terms``) or ``relaxed`` (the paper's form: Gaussian relaxation,
+            pathwise gradients; its argmax of a soft G does not follow q_t(. | G), so the data law is not its fixed
+            point, see the module notes).
         uniform_law: ``denoiser`` (judge x ~ G) or ``kernel`` (judge x ~ ``kernel_clean_law``(G, z~, t~), the
             law the Duo sampler draws from). Uniform only.
     """
@@ -213,7 +236,7 @@ class IDLM(Method):
     def __init__(self, teacher: CategoricalDenoiser, student: CategoricalDenoiser, fake: CategoricalDenoiser, *,
                  length: int, steps: int = 16, tau: float = 1e-3, pathwise: bool = True, aux_every: int = 1,
                  weight_max: float = 1e3, t_band: tuple[float, float] | None = None,
-                 time_coupling: TimeCoupling = "independent", uniform_estimator: UniformEstimator = "relaxed",
+                 time_coupling: TimeCoupling = "independent", uniform_estimator: UniformEstimator = "hard",
                  nested_step: float = 0.25, uniform_law: Literal["denoiser", "kernel"] = "denoiser") -> None:
         super().__init__()
         process = teacher.process
@@ -303,7 +326,8 @@ class IDLM(Method):
         return z_s, s
 
     def corrupt_uniform(self, probs: Tensor, t: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """(z_in [B, L, N] = softmax(w / tau), z_obs [B, L] = argmax w), w = a~_t G + s~_t xi (grad through G)."""
+        """``relaxed``: (z_in [B, L, N] = softmax(w / tau), z_obs [B, L] = argmax w), w = a~_t G + s~_t xi (grad
+        through G)."""
         xi = rng.randn(probs.shape, generator=generator, device=probs.device, dtype=torch.float64)
         return relax_uniform(self.connection, self.process, probs, t, xi, self.tau)
 
@@ -362,9 +386,7 @@ class IDLM(Method):
         trained on), Rao-Blackwellised soft targets for the fake and the exact per-position score for the
         student (``uniform_rb_terms``); context dependence dropped as in the masked case."""
         p, length, tf = self.process, self.length, t.float()
-        with torch.no_grad():
-            u = rng.rand(probs.shape[:2], generator=generator, device=probs.device, dtype=torch.float64)
-            z = p.add_noise(inverse_cdf(probs.detach().double(), u), t, generator=generator)
+        z = hard_uniform_corruption(p, probs, t, generator)
         if phase == "aux":
             h = uniform_rb_terms(p, z, probs.detach(), nets["aux"](z, tf).exp(), tf)
             loss = ((probs.detach() * h).sum((-1, -2)) / length).mean()

@@ -25,6 +25,11 @@ t = 0). With ``min_gap`` > 0, r = max(s, min(t - min_gap, r_eta)) keeps t - r re
 
 Samplers (``samplers.imm``): pushforward and restart on the spec's grids; ``generate`` uses them.
 
+Class-conditional IMM: with ``label_dropout`` = p each particle's label is replaced by the null label
+``num_classes`` with probability p (the same label in y_t and y_r), which trains the unconditional map. Sampling
+with ``guidance`` = w then guides the *network output* (the paper's choice): f = c_skip x + c_out G_w with
+G_w = G(null) + w (G(c) - G(null)) (``IMMMap.guided``); refused for a map trained without label dropout.
+
 What we measured (BENCHMARKS.md, IMM diagnosis): the V-statistic's expectation is (M-1)/M MMD^2 + (2/M)
 E[k(y,y) - k(y_t^j, y_r^j)], a population MMD plus a *paired* consistency term between particles sharing (x, eps).
 The paired term carries most of the training signal (the unbiased ``estimator="u"`` fails) but pulls f_{s,t}(x_t)
@@ -44,6 +49,7 @@ from torch import Tensor, nn
 from fewstep import rng
 from fewstep.denoisers.imm import IMMMap, map_coefficients
 from fewstep.methods.base import Batch, LossOutput, Method, Phase
+from fewstep.methods.diffusion import check_label_dropout, drop_labels
 from fewstep.processes.base import bcast
 
 Kernel = Literal["laplace", "rbf", "energy", "sqdist"]
@@ -124,6 +130,8 @@ class InductiveMomentMatching(Method):
         eta_max, eta_min, min_gap: see ``r_of``. kernel, dim_divisor, estimator: see ``group_mmd2``.
         bandwidth_floor: w~ = 1 / max(|c_out(s, t)|, bandwidth_floor * sigma_d) (0: the paper's 1 / |c_out|).
         weight_a, weight_b: a and b of w(s, t). conditional: feed batch labels to the backbone.
+        num_classes: label count of a conditional backbone (label ``num_classes`` is the null label).
+        label_dropout: probability of training a particle on the null label (drawn after eps; 0: no draw).
         sampler, two_step: defaults of ``generate`` (``pushforward`` | ``restart``; 2-step middle point
             ``eta`` = 1.4 or ``uniform``).
     """
@@ -133,7 +141,8 @@ class InductiveMomentMatching(Method):
                  k_end: int | None = None, kernel: Kernel = "laplace", dim_divisor: float | None = None,
                  bandwidth_floor: float = 0.0,
                  estimator: Estimator = "v", weight_a: float = 1.0, weight_b: float = 5.0,
-                 conditional: bool = False, sampler: str = "pushforward", two_step: str = "eta") -> None:
+                 conditional: bool = False, sampler: str = "pushforward", two_step: str = "eta",
+                 num_classes: int | None = None, label_dropout: float = 0.0) -> None:
         super().__init__()
         sched = fmap.schedule
         t_max = (0.994 if sched.name == "flow" else 0.996) if t_max is None else float(t_max)
@@ -158,6 +167,8 @@ class InductiveMomentMatching(Method):
         if sampler not in IMM_SAMPLERS or two_step not in ("eta", "uniform"):
             raise ValueError(f"unknown IMM sampler {sampler!r} or two-step grid {two_step!r}")
         self.sampler, self.two_step = sampler, two_step
+        self.num_classes = num_classes
+        self.label_dropout = check_label_dropout(label_dropout, conditional, num_classes)
 
     @property
     def schedule(self):
@@ -199,6 +210,8 @@ class InductiveMomentMatching(Method):
         s, r, t = self.draw_times(g, generator, x.device)
         sp, rp, tp = (v.repeat_interleave(m) for v in (s, r, t))  # per particle; groups are contiguous
         eps = rng.randn(x.shape, generator=generator, device=x.device, dtype=torch.float64)
+        if cond is not None and self.label_dropout > 0:
+            cond = drop_labels(cond, self.label_dropout, int(self.num_classes), generator)
         x_t, x_r = self.interpolate(x, eps, tp), self.interpolate(x, eps, rp)
         fmap = nets["model"]
         y_t = fmap(x_t, sp, tp, cond)
@@ -214,18 +227,35 @@ class InductiveMomentMatching(Method):
 
     def generate(self, n: int, *, steps: int, nets: Mapping[str, nn.Module], generator: torch.Generator,
                  cond: Tensor | None = None, shape: tuple[int, ...] | None = None,
-                 device: torch.device | str = "cpu", sampler: str | None = None, **options: object) -> Tensor:
+                 device: torch.device | str = "cpu", sampler: str | None = None, guidance: float | None = None,
+                 **options: object) -> Tensor:
         """``n`` samples [n, *shape] float64 with ``sampler`` (``IMM_SAMPLERS``; default: the method's)
-        in ``steps`` steps on the spec's grid (``grid="edm"``: an EDM rho = 7 grid in eta)."""
+        in ``steps`` steps on the spec's grid (``grid="edm"``: an EDM rho = 7 grid in eta).
+
+        ``guidance`` = w: classifier-free guidance of the network output, G(null) + w (G(c) - G(null)), for the
+        labels ``cond`` [n] (needs a class-conditional map trained with label dropout; one doubled batch per
+        step)."""
         from fewstep.samplers.imm import imm_grid, sample_imm
 
         if shape is None:
             raise ValueError("generate needs the sample shape (without batch dim)")
+        if guidance is not None:
+            self.check_guidance()
+            if cond is None:
+                raise ValueError("IMM guidance needs class labels (cond)")
         kind = "edm" if options.get("grid") == "edm" else "uniform"
         grid = imm_grid(steps, self.schedule, t_max=self.t_max, t_min=self.t_min, two_step=self.two_step,
                         kind=kind)
         return sample_imm(nets["model"], (n, *shape), grid, generator=generator, sampler=sampler or self.sampler,
-                          device=device, cond=cond)
+                          device=device, cond=cond, guidance=guidance, null_label=self.num_classes)
+
+    def check_guidance(self) -> None:
+        """Raise (one line) unless this map can be guided: class-conditional and trained with label dropout."""
+        if not self.conditional or not self.num_classes:
+            raise ValueError("IMM guidance needs a class-conditional model (net.num_classes > 0)")
+        if self.label_dropout <= 0:
+            raise ValueError("IMM guidance needs a model trained with label dropout (its null label is untrained): "
+                             "retrain it with --method.label-dropout 0.1")
 
     def config(self) -> dict:
         return {"param": self.fmap.param, "second_time": self.fmap.second_time, "sigma_d": self.fmap.sigma_d,
@@ -233,4 +263,4 @@ class InductiveMomentMatching(Method):
                 "t_max": self.t_max, "eta_max": self.eta_max, "eta_min": self.eta_min, "min_gap": self.min_gap,
                 "kernel": self.kernel, "dim_divisor": self.dim_divisor, "bandwidth_floor": self.bandwidth_floor,
                 "estimator": self.estimator, "weight_a": self.weight_a, "weight_b": self.weight_b,
-                "sampler": self.sampler, "two_step": self.two_step}
+                "sampler": self.sampler, "two_step": self.two_step, "label_dropout": self.label_dropout}

@@ -21,8 +21,14 @@ Modes:
   phases see the iteration's data batch with independent times and noise (the trainer draws one batch per
   iteration); each phase's estimate is unbiased on its own.
 - ``instant``: one student phase and no auxiliary network (spec section 3, helpers in ``mm_instant``). The
-  batch is split into two independent halves A and B: g_A = grad_theta (1/B) sum w ||T_theta(z_s^A) - x~_A||^2,
-  nu = -c Lambda g_A, delta = J_theta T_theta(z_s^B) nu, L = (1/B) sum w <x~_B, sg delta>.
+  batch is split into two independent halves A and B. The moment is the teacher's loss gradient on generated
+  data *minus* the one on real data, m = E g_gen - E g_data (a finite teacher's E g_data is not zero: on gmm8d
+  with EMA teacher weights its norm is about half of E g_gen's, so omitting it aims the student at the wrong
+  point). Per step: g_A = grad_theta (1/B) sum w [||T_theta(z_s^A) - x~_A||^2 - ||T_theta(z_s^A') - x_A||^2]
+  with z_s^A' ~ q(z_s | z_t^A, x_A) re-noised from the real x_A of the same draw (same noise), nu = -c Lambda g_A,
+  delta = J_theta T_theta(z_s^B) nu, L = (1/B) sum w <x~_B, sg delta>. Lambda is the preconditioner *before*
+  it sees g_A (so it is independent of g_A and E nu = -c Lambda E g_A); the first step only primes it.
+  ``data_grad=False`` drops the data term (the spec's form, kept as an ablation).
 
 Design decisions:
 - **s = 0.** The posterior at s = 0 is a delta at x~ and T(x~, 0) = A(x~, 0) = x~, so such rows carry no
@@ -86,6 +92,8 @@ class Draw:
     z_t: Tensor
     xi: Tensor
     cond: Tensor | None = None
+    x: Tensor | None = None
+    """The real data the draw was made from [B, ...] (float64; instant MM's data-side gradient)."""
 
 
 def _loss_dtype(x: Tensor) -> torch.dtype:
@@ -162,6 +170,9 @@ class MomentMatching(Method):
         guidance: CFG scale w of the teacher (None: no guidance).
         precond, precond_beta, precond_eps, precond_v: instant-mode Lambda (see ``mm_instant.Preconditioner``).
         c: instant step scale, nu = -c Lambda g_A. jvp: ``forward`` | ``double_backward`` | ``finite_difference``.
+        data_grad: instant mode: subtract the teacher's loss gradient on real data from g_A (default; False is
+            the ablation that assumes it is zero).
+        sigmoid_bias: b of the ``sigmoid`` weighting, 0.5 sigmoid(b - lambda) (-dlambda/dt) SNR.
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, aux: nn.Module | None = None, *,
@@ -171,7 +182,7 @@ class MomentMatching(Method):
                  renoise_mode: Renoise = "posterior", conditional: bool = False, num_classes: int | None = None,
                  guidance: float | None = None, precond: PrecondKind = "ema", precond_beta: float = 0.999,
                  precond_eps: float = 1e-8, precond_v: Mapping[str, Tensor] | None = None, c: float = 1.0,
-                 jvp: JVPRoute = "forward") -> None:
+                 jvp: JVPRoute = "forward", data_grad: bool = True, sigmoid_bias: float = 0.0) -> None:
         super().__init__()
         if mode not in ("alternating", "instant"):
             raise ValueError(f"unknown MM mode {mode!r}")
@@ -195,7 +206,8 @@ class MomentMatching(Method):
         self.weighting, self.weight_max, self.lambda_reg = weighting, float(weight_max), float(lambda_reg)
         self.eta, self.renoise_mode = float(eta), renoise_mode
         self.conditional, self.num_classes, self.guidance = conditional, num_classes, guidance
-        self.c, self.jvp = float(c), jvp
+        self.c, self.jvp, self.data_grad = float(c), jvp, bool(data_grad)
+        self.sigmoid_bias = float(sigmoid_bias)
         self.precond = Preconditioner(precond, beta=precond_beta, eps=precond_eps, v=precond_v)
 
     # ------------------------------------------------------------------------------------------ roles
@@ -229,7 +241,8 @@ class MomentMatching(Method):
         t = (s + gap.clamp_min(_MIN_GAP)).clamp(max=1.0)
         eps = rng.randn(x.shape, generator=generator, device=dev, dtype=f64)
         xi = rng.randn(x.shape, generator=generator, device=dev, dtype=f64)
-        return Draw(s=s, t=t, z_t=self.process.add_noise(x.double(), t, noise=eps), xi=xi, cond=cond)
+        return Draw(s=s, t=t, z_t=self.process.add_noise(x.double(), t, noise=eps), xi=xi, cond=cond,
+                    x=x.double())
 
     def sample_x(self, student: nn.Module, d: Draw) -> Tensor:
         """x~ = G(z_t, t, cond) (grad follows the ambient mode)."""
@@ -247,7 +260,8 @@ class MomentMatching(Method):
 
     def weight(self, s: Tensor) -> Tensor:
         """w(s) [B] (float64)."""
-        return self.process.loss_weight(s, self.weighting, max_weight=self.weight_max).double()
+        return self.process.loss_weight(s, self.weighting, max_weight=self.weight_max,
+                                        sigmoid_bias=self.sigmoid_bias).double()
 
     # --------------------------------------------------------------------------------------- losses
     def aux_loss(self, nets: Mapping[str, nn.Module], d: Draw) -> LossOutput:
@@ -276,23 +290,41 @@ class MomentMatching(Method):
         return LossOutput(loss, {"moment_gap": (w * _sqnorm(gap)).mean()})
 
     def instant_loss(self, nets: Mapping[str, nn.Module], da: Draw, db: Draw) -> LossOutput:
-        """(1/B) sum w <x~_B, sg delta>, delta = J_theta T(z_s^B) nu, nu = -c Lambda g_A (spec section 3).
+        """(1/B) sum w <x~_B, sg delta>, delta = J_theta T(z_s^B) nu, nu = -c Lambda g_A (spec section 3), with
+        g_A = g_gen - g_data on batch A (``data_grad``; see the module notes).
 
-        Updates the EMA preconditioner with g_A (``precond="ema"``); teacher ``.grad`` stays None.
+        Lambda is applied before it is updated with g_A (``precond="ema"``): on the first call it has seen no
+        gradient, so that call only primes it and returns a zero loss (the student does not move). The
+        teacher's ``.grad`` stays None.
         """
         fn = TeacherFn(nets["teacher"], guidance=self.guidance, null_label=self.num_classes)
         with torch.no_grad():
             x_a = self.sample_x(nets["student"], da)
-        g_a = teacher_grad(fn, self.renoise(da, x_a), da.s, x_a, self.weight(da.s), da.cond)
+        w_a = self.weight(da.s)
+        g_gen = teacher_grad(fn, self.renoise(da, x_a), da.s, x_a, w_a, da.cond)
+        g_data = None
+        if self.data_grad:
+            if da.x is None:
+                raise ValueError("instant MM's data term needs the draw's real data (Draw.x)")
+            g_data = teacher_grad(fn, self.renoise(da, da.x), da.s, da.x, w_a, da.cond)
+        g_a = g_gen if g_data is None else {k: v - g_data[k] for k, v in g_gen.items()}
+        primed = self.precond.ready()
+        if primed:
+            nu = {name: -self.c * v for name, v in self.precond.apply(g_a).items()}
         self.precond.update(g_a)
-        nu = {name: -self.c * v for name, v in self.precond.apply(g_a).items()}
         x_b = self.sample_x(nets["student"], db)
-        delta = teacher_jvp(fn, self.renoise(db, x_b), db.s, nu, db.cond, route=self.jvp)
         dt = _loss_dtype(x_b)
+        g_norm = sum(float(v.double().pow(2).sum()) for v in g_a.values()) ** 0.5
+        stats = {"g_norm": torch.tensor(g_norm)}
+        if g_data is not None:
+            stats["g_data_norm"] = torch.tensor(sum(float(v.double().pow(2).sum()) for v in g_data.values()) ** 0.5)
+        if not primed:
+            loss = 0.0 * x_b.to(dt).sum()
+            return LossOutput(loss, {**stats, "delta_rms": torch.zeros((), dtype=torch.float64)})
+        delta = teacher_jvp(fn, self.renoise(db, x_b), db.s, nu, db.cond, route=self.jvp)
         w = self.weight(db.s).to(dt)
         loss = (w * _dot(x_b.to(dt), delta.to(dt))).mean()
-        g_norm = sum(float(v.double().pow(2).sum()) for v in g_a.values()) ** 0.5
-        return LossOutput(loss, {"g_norm": torch.tensor(g_norm), "delta_rms": delta.double().pow(2).mean().sqrt()})
+        return LossOutput(loss, {**stats, "delta_rms": delta.double().pow(2).mean().sqrt()})
 
     def loss(self, phase: str, batch: Batch, nets: Mapping[str, nn.Module],
              generator: torch.Generator) -> LossOutput:
@@ -337,5 +369,7 @@ class MomentMatching(Method):
                "num_classes": self.num_classes, "guidance": self.guidance, "optim": dict(MM_OPTIM)}
         if self.mode == "instant":
             cfg |= {"precond": self.precond.kind, "precond_beta": self.precond.beta,
-                    "precond_eps": self.precond.eps, "c": self.c, "jvp": self.jvp}
+                    "precond_eps": self.precond.eps, "c": self.c, "jvp": self.jvp, "data_grad": self.data_grad}
+        if self.weighting == "sigmoid":
+            cfg["sigmoid_bias"] = self.sigmoid_bias
         return cfg

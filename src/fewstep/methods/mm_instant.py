@@ -1,8 +1,9 @@
 """Parameter-space helpers of instant Moment Matching (spec/continuous.md section 3).
 
-Instant MM drives the frozen teacher's loss gradient on generated data to zero:
-m(eta) = grad_theta E w ||T_theta(z_s) - x~||^2 and J = 1/2 ||m||^2_Lambda, estimated without bias from two
-independent batches as J = 1/2 <g_A, Lambda g_B>. Per step the student minimises
+Instant MM drives the frozen teacher's loss gradient on generated data to its value on real data:
+m(eta) = grad_theta [E_gen w ||T_theta(z_s) - x~||^2 - E_data w ||T_theta(z_s) - x||^2] (the data term is zero
+only for a perfect teacher) and J = 1/2 ||m||^2_Lambda, estimated without bias from two independent batches as
+J = 1/2 <g_A, Lambda g_B>. Per step the student minimises
 (1/B) sum_i w_i <x~_{B,i}, sg delta_i> with delta = J_theta T_theta(z_s^B) nu and nu = -c Lambda g_A.
 
 Here: the teacher as a function of its parameters (``TeacherFn``), the parameter-only gradient g_A
@@ -126,9 +127,11 @@ class Preconditioner:
     """Diagonal Lambda for nu = -c Lambda g_A.
 
     Kinds: ``identity``; ``fixed`` with a given second moment v (e.g. a saved teacher Adam ``exp_avg_sq``),
-    Lambda = 1/(sqrt(v) + eps); ``ema`` (default): v <- beta v + (1 - beta) g_A^2 updated with each g_A *before*
-    use (Adam's order), bias-corrected, Lambda = 1/(sqrt(v_hat) + eps). The EMA state lives here (not in any
-    network); ``MomentMatching.method_state`` puts it into every checkpoint.
+    Lambda = 1/(sqrt(v) + eps); ``ema`` (default): v <- beta v + (1 - beta) g_A^2, bias-corrected,
+    Lambda = 1/(sqrt(v_hat) + eps). Instant MM applies Lambda *before* folding in the current g_A, so that
+    Lambda is independent of the g_A it multiplies (E[Lambda g_A] = Lambda E[g_A]; with Adam's order the first
+    step would be Lambda g = sign(g)); ``ready`` tells whether it has seen a gradient yet. The EMA state lives
+    here (not in any network); ``MomentMatching.method_state`` puts it into every checkpoint.
     """
 
     def __init__(self, kind: PrecondKind = "ema", *, beta: float = 0.999, eps: float = 1e-8,
@@ -140,6 +143,10 @@ class Preconditioner:
         self.kind, self.beta, self.eps = kind, float(beta), float(eps)
         self.v: Params = {} if v is None else {k: t.detach().clone() for k, t in v.items()}
         self.count = 0
+
+    def ready(self) -> bool:
+        """Whether ``apply`` can be called (an ``ema`` preconditioner needs one update first)."""
+        return self.kind != "ema" or self.count > 0
 
     def update(self, g: Mapping[str, Tensor]) -> None:
         """Fold g^2 into the EMA (``ema`` only)."""

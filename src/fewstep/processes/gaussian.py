@@ -187,12 +187,14 @@ class GaussianProcess:
         return bcast(o.d_alpha, z) * x0_hat + bcast(o.d_sigma, z) * eps
 
     # ------------------------------------------------------------------ loss weights (x-space)
-    def loss_weight(self, t: Tensor, kind: Weighting = "edm", *, max_weight: float = 1e5) -> Tensor:
+    def loss_weight(self, t: Tensor, kind: Weighting = "edm", *, max_weight: float = 1e5,
+                    sigmoid_bias: float = 0.0) -> Tensor:
         """x-space weight w(t) for E w(t) ||D(z_t, t) - x||^2 (spec/continuous.md section 1).
 
         ``snr`` equals the eps-loss, ``v`` the v-loss, ``velocity`` the velocity loss, ``edm`` is
         (eta^2 + sd^2)/(eta sd)^2 = 1/c_out^2 of EDM preconditioning, ``sigmoid`` the sigmoid-ELBO weight
-        0.5 sigmoid(b - lambda)(-dlambda/dt) SNR with b = 0. Clamped to ``max_weight``.
+        0.5 sigmoid(b - lambda)(-dlambda/dt) SNR with b = ``sigmoid_bias`` (Kingma & Gao 2023 use b < 0, e.g. -2 or
+        -3 for images; larger b moves weight towards low noise). Clamped to ``max_weight``.
         """
         t = t.double()
         o = self.schedule(t)
@@ -212,7 +214,7 @@ class GaussianProcess:
         elif kind == "edm":
             w = (o.alpha**2 * sd**2 + o.sigma**2) / (o.sigma.clamp_min(1e-12) ** 2 * sd**2)
         elif kind == "sigmoid":
-            w = 0.5 * torch.sigmoid(-lam) * (-self.schedule.dlogsnr_dt(t)).abs() * snr
+            w = 0.5 * torch.sigmoid(sigmoid_bias - lam) * (-self.schedule.dlogsnr_dt(t)).abs() * snr
         else:
             raise ValueError(f"unknown weighting {kind!r}")
         return w.clamp(max=max_weight).float()

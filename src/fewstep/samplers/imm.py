@@ -57,20 +57,30 @@ def imm_grid(steps: int, schedule: Schedule, *, t_max: float, t_min: float, two_
 
 def sample_imm(fmap: nn.Module, shape: tuple[int, ...], grid: Tensor, *, generator: torch.Generator,
                sampler: IMMSampler = "pushforward", device: torch.device | str = "cpu",
-               cond: Tensor | None = None) -> Tensor:
+               cond: Tensor | None = None, guidance: float | None = None, null_label: int | None = None) -> Tensor:
     """Samples [shape] float64 from an ``IMMMap`` ``fmap`` along the decreasing ``grid`` (len(grid) - 1 calls).
 
     Args:
         fmap: f(x_t, s, t, cond) with attributes ``schedule`` and ``sigma_d``.
         shape: [B, ...]. grid: float64 [N + 1], strictly decreasing. generator: draws the prior (and restarts).
         sampler: ``pushforward`` or ``restart``. cond: optional labels [B].
+        guidance: classifier-free guidance scale w of the network output (``IMMMap.guided``: each call is one
+            doubled batch of labels ``cond`` and ``null_label``); None: none.
     """
     if sampler not in ("pushforward", "restart"):
         raise ValueError(f"unknown IMM sampler {sampler!r}; choose 'pushforward' or 'restart'")
     grid = grid.double()
     if grid.dim() != 1 or grid.numel() < 2 or not bool((grid[1:] < grid[:-1]).all()):
         raise ValueError("the IMM grid must be a strictly decreasing 1-D tensor of length >= 2")
+    if guidance is not None and (cond is None or null_label is None):
+        raise ValueError("IMM guidance needs labels (cond) and the null label (num_classes)")
     sched, sd, n = fmap.schedule, float(fmap.sigma_d), shape[0]
+
+    def f(x: Tensor, s: Tensor, t: Tensor) -> Tensor:
+        if guidance is None:
+            return fmap(x, s, t, cond)
+        return fmap.guided(x, s, t, cond, guidance, null_label)
+
     x = sd * rng.randn(shape, generator=generator, device=device, dtype=torch.float64)
     t_end = grid[-1].to(device)
     with torch.no_grad():
@@ -78,9 +88,9 @@ def sample_imm(fmap: nn.Module, shape: tuple[int, ...], grid: Tensor, *, generat
             t = grid[i].to(device).expand(n)
             nxt = grid[i + 1].to(device).expand(n)
             if sampler == "pushforward":
-                x = fmap(x, nxt, t, cond).double()
+                x = f(x, nxt, t).double()
                 continue
-            x_tilde = fmap(x, t_end.expand(n), t, cond).double()
+            x_tilde = f(x, t_end.expand(n), t).double()
             if i == grid.numel() - 2:
                 return x_tilde
             o = sched(nxt)
