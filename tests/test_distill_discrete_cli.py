@@ -61,8 +61,10 @@ def test_distill_sample_and_resume(teacher_dir: Path, tmp_path: Path, capsys, me
 
     cfg, sampler, nets = load_trained(run)
     assert set(nets) == {"student"} and sampler.k == 4
-    # D-MMD's masked student gets the latent-noise input by default (spec section 4); IDLM's is factorised
-    assert nets["student"].latent_dim == (64 if method == "dmmd" else 0)
+    # masked students get the latent-noise input by default: D-MMD (spec section 4) and IDLM (fewstep.policy)
+    assert nets["student"].latent_dim == 64
+    if method == "idlm":
+        assert (saved.method.latent_dim, saved.method.latent_init_std, saved.method.latent_lr_mult) == (64, 0.002, 10)
 
     assert main(["sample", "--run", str(run), "--steps", "1,4", "--n", "16", "--device", "cpu"]) == 0
     out = capsys.readouterr().out

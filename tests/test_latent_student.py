@@ -117,7 +117,8 @@ def test_latent_knobs_through_the_cli(tmp_path: Path, capsys) -> None:
     assert student["latent.weight"].abs().max().item() > 1e-4 * iters
 
     wide = tmp_path / "wide"  # N(0, 0.01) init at the student's own LR
-    assert main(_distill(teacher, wide, "--method.latent-dim", "16", "--method.latent-init-std", "0.01")) == 0
+    assert main(_distill(teacher, wide, "--method.latent-dim", "16", "--method.latent-init-std", "0.01",
+                         "--method.latent-lr-mult", "1")) == 0
     saved = json.loads((wide / "config.json").read_text())
     assert saved["method"]["latent_init_std"] == 0.01 and saved["method"]["latent_lr_mult"] == 1.0
     student = load_trained(wide, ema=False)[2]["student"].net.state_dict()
@@ -127,6 +128,6 @@ def test_latent_knobs_through_the_cli(tmp_path: Path, capsys) -> None:
 
     # a latent knob without a latent input is a clear one-line error
     with pytest.raises(SystemExit) as e:
-        main(_distill(teacher, tmp_path / "bad", "--method.latent-lr-mult", "10"))
+        main(_distill(teacher, tmp_path / "bad", "--method.latent-dim", "0", "--method.latent-lr-mult", "10"))
     assert str(e.value).startswith("error:") and "latent-noise student" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "bad").exists()

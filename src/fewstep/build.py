@@ -298,7 +298,8 @@ def _teacher_config(teacher: str) -> RunConfig:
 def resolve_distill(cfg: DistillConfig) -> DistillConfig:
     """Validate a DistillConfig against its teacher and fill the defaults that come from it (weighting).
 
-    Also resolves ``warm_start_steps=None`` (auto) to ``auto_warm_start_steps(steps)``.
+    Also fills the auto fields of ``MMCfg`` (gap, warm_start_steps, lr) by the measured policy
+    (``fewstep.policy.resolve_mm``); the resolved values are what config.json records.
 
     Raises ValueError (clear messages) for: the oracle on data other than gmm8d, data / process / net that
     differ from a trained teacher's, a missing teacher run, bad steps, guidance without classes.
@@ -346,10 +347,11 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
         m = replace(m, weighting=weighting)
     if m.sigmoid_bias is None:
         m = replace(m, sigmoid_bias=bias)
-    if m.warm_start_steps is None:
-        from fewstep.methods.mm_warmstart import auto_warm_start_steps
+    from fewstep.policy import resolve_mm
 
-        m = replace(m, warm_start_steps=auto_warm_start_steps(m.steps))
+    m = resolve_mm(m, cfg.data, cfg.train)  # gap, warm start and student LR by method, k and data kind
+    if m.lr <= 0 or (m.aux_lr is not None and m.aux_lr <= 0):
+        raise ValueError(f"--method.lr and --method.aux-lr must be > 0, got {m.lr} / {m.aux_lr}")
     if m.warm_start_steps < 0 or m.warm_start_teacher_steps < 1 or m.warm_start_pool < 0:
         raise ValueError("--method.warm-start-steps must be >= 0, warm-start-teacher-steps >= 1 and "
                          "warm-start-pool >= 0 (0: fresh targets every step)")
@@ -512,7 +514,7 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
 
         return build_discrete_distillation(cfg, allow_config_change=allow_config_change, progress=progress,
                                            data=data)
-    m, t = cfg.method, cfg.train
+    m = cfg.method
     device = _distill_device(cfg)
     data = build_data(cfg.data) if data is None else data
     process = build_process(cfg.process)
@@ -539,8 +541,8 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
         conditional=classes > 0, num_classes=classes or None, guidance=m.guidance, precond=m.precond,
         precond_beta=m.precond_beta, c=m.c, jvp=m.jvp, data_grad=m.data_grad,
         sigmoid_bias=m.sigmoid_bias if m.sigmoid_bias is not None else 0.0)
-    aux_lr = m.aux_lr if m.aux_lr is not None else m.aux_lr_mult * t.lr
-    per_role = {"aux": {"lr": aux_lr}} if m.mode == "alternating" else None
+    aux_lr = m.aux_lr if m.aux_lr is not None else m.aux_lr_mult * m.lr
+    per_role = {"student": {"lr": m.lr}} | ({"aux": {"lr": aux_lr}} if m.mode == "alternating" else {})
     trainer = make_trainer(method, data, cfg, device=device, allow_config_change=allow_config_change,
                            progress=progress, per_role_optim=per_role)
     trainer.warm_start_seconds = warm_secs  # not part of train_seconds (like the oracle regression)

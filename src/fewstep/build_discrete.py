@@ -175,6 +175,11 @@ def resolve_discrete_distill(cfg, tcfg: RunConfig):
     if cfg.discrete is not None and cfg.discrete != tcfg.method:
         raise ValueError(f"discrete differs from the teacher's method ({cfg.teacher}/config.json)")
     m = cfg.method
+    if m.name == "idlm":
+        from fewstep.policy import resolve_idlm
+
+        m = resolve_idlm(m, "masked" if tcfg.method.name == "mdlm" else "uniform")
+        cfg = replace(cfg, method=m)
     if m.latent_dim is not None and m.latent_dim < 0:
         raise ValueError(f"--method.latent-dim must be >= 0, got {m.latent_dim}")
     if not (m.latent_lr_mult > 0 and m.latent_init_std >= 0):

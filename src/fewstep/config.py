@@ -238,9 +238,10 @@ class MMCfg:
     """Time weight w(s) (clamped at weight_max); None: the teacher's training weighting."""
     s_min: float = 0.0
     """s ~ U(s_min, 1); t = min(1, s + gap)."""
-    gap: Literal["uniform", "fixed"] = "uniform"
-    """t - s: U(0, 1/k] (spec default) or exactly 1/k. Fixed is better on digits8x8 at k = 4, 8 (k = 8 fd_digits
-    15.3 vs 17.6, mean of 3 seeds) and worse at k = 1, 2 and on every toy (gmm8d k = 8 energy 0.004 vs 0.0005)."""
+    gap: Literal["auto", "uniform", "fixed"] = "auto"
+    """t - s: U(0, 1/k] (the spec) or exactly 1/k. auto (``fewstep.policy``): fixed for image data at k >= 4
+    (digits8x8 k = 8 fd_digits 15.3 vs 17.6, mean of 3 seeds), uniform otherwise (the fixed gap hurts k <= 2 and
+    every toy: gmm8d k = 8 energy 0.004 vs 0.0005)."""
     gap_low: float = 0.0
     """Uniform gap drawn from U(gap_low / k, 1/k] instead (0: the spec). See BENCHMARKS.md (MM time gaps)."""
     weight_max: float = 1e4
@@ -252,8 +253,11 @@ class MMCfg:
     """z_s from the conditional posterior q(z_s | x~, z_t) or fresh noise (the ablation)."""
     guidance: float | None = None
     """Classifier-free guidance scale of the teacher (class-conditional teachers only; None: none)."""
+    lr: float | None = None
+    """Learning rate of the student; None (auto, ``fewstep.policy``): 0.3 x train.lr for alternating MM on vector
+    data (gmm8d: a slower student tracks its auxiliary better), train.lr otherwise."""
     aux_lr: float | None = None
-    """Learning rate of the auxiliary network (alternating); None: ``aux_lr_mult`` x train.lr."""
+    """Learning rate of the auxiliary network (alternating); None: ``aux_lr_mult`` x the student's LR."""
     aux_lr_mult: float = 3.0
     """Auxiliary LR / student LR when ``aux_lr`` is None. A faster auxiliary tracks the student's conditional
     mean more closely, which lowers the bias of the student gradient (gmm8d oracle, k = 8, 8 x 4096 samples:
@@ -275,7 +279,8 @@ class MMCfg:
     warm_start_steps: int | None = None
     """Teacher-ODE warm start of the student before MM (``methods.mm_warmstart``): Adam steps regressing
     G(z_t, t) onto the teacher's DDIM endpoint from z_t at the student's grid times; breaks the t = 1 saddle
-    that collapses k = 1 (spec section 8). None (auto): 500 for k <= 2, 0 (off) for k >= 3. Cached in the run."""
+    that collapses k = 1 (spec section 8). None (auto, ``fewstep.policy``): 500 for k <= 2, for instant MM at
+    k <= 4 and for alternating MM on images at k <= 4; 0 (off) otherwise. Cached in the run."""
     warm_start_teacher_steps: int = 32
     """DDIM steps of the warm-start targets."""
     warm_start_times: Literal["mixed", "grid", "uniform"] = "mixed"
@@ -299,12 +304,15 @@ class IDLMCfg:
     steps: int = 16
     """Default sampling steps of the student. Training has no K: one student serves every K (the sampler
     runs with the student as denoiser); ``fewstep sample --steps`` picks any."""
-    latent_dim: int = 0
-    """Latent-noise input of the student (0: a factorised student; 64: the latent-mixture generator)."""
-    latent_init_std: float = 0.0
-    """Initial std of the student's latent-noise map (0: zeros, a saddle the map barely leaves; nets.text_dit)."""
-    latent_lr_mult: float = 1.0
-    """Learning-rate multiplier of the student's latent-noise map (its other weights start at the teacher)."""
+    latent_dim: int | None = None
+    """Latent-noise input of the student (0: a factorised student; 64: the latent-mixture generator). None (auto,
+    ``fewstep.policy``): 64 for masked teachers, 0 for uniform ones."""
+    latent_init_std: float | None = None
+    """Initial std of the student's latent-noise map (0: zeros, a saddle the map barely leaves; nets.text_dit).
+    None (auto): 0.002 for a latent masked student, else 0."""
+    latent_lr_mult: float | None = None
+    """Learning-rate multiplier of the student's latent-noise map (its other weights start at the teacher).
+    None (auto): 10 for a latent masked student, else 1."""
     tau: float = 1e-3
     """Uniform process, ``uniform_estimator="relaxed"`` only: softmax temperature of the relaxed corrupted input."""
     pathwise: bool = True

@@ -155,12 +155,13 @@ def quick_distill(cfg: DistillConfig) -> DistillConfig:
     t = replace(cfg.train, total_nimg=min(cfg.train.total_nimg, 8_192), warmup_nimg=min(cfg.train.warmup_nimg, 1_024),
                 ckpt_every_nimg=4_096, log_every_nimg=2_048)
     from fewstep.config import MMCfg
-    from fewstep.methods.mm_warmstart import auto_warm_start_steps
+    from fewstep.policy import data_kind, mm_warm_start_steps
 
     m = cfg.method
     if not isinstance(m, MMCfg):  # IDLM / D-MMD: only the length shrinks
         return replace(cfg, train=replace(t, ema_halflife_nimg=min(t.ema_halflife_nimg, 1_024)))
-    warm = auto_warm_start_steps(m.steps) if m.warm_start_steps is None else m.warm_start_steps
+    auto = mm_warm_start_steps(m.mode, m.steps, data_kind(cfg.data))
+    warm = auto if m.warm_start_steps is None else m.warm_start_steps
     m = replace(m, oracle_regress_steps=min(m.oracle_regress_steps, 100), warm_start_steps=min(warm, 20),
                 warm_start_pool=min(m.warm_start_pool, 2048))
     return replace(cfg, train=t, method=m)

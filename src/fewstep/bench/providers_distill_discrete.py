@@ -49,7 +49,8 @@ def discrete_distill_config(ctx: BenchContext, method: str, process: str, k: int
     if opts.distill_set:
         over = config_overrides(opts.distill_set, type(cfg.method), flag="--distill-set", fixed=("name", "steps"))
         cfg = replace(cfg, method=replace(cfg.method, **over))
-        name += "-" + "-".join(f"{a}={b}" for a, b in over.items())
+        name += "-" + "-".join(f"{a}=" + ("_".join(map(str, b)) if isinstance(b, (list, tuple)) else str(b))
+                               for a, b in over.items())  # t_band=[0.05,0.95] -> t_band=0.05_0.95
     if opts.distill_seed is not None:
         cfg = replace(cfg, train=replace(cfg.train, seed=opts.distill_seed))
         name += f"-seed{opts.distill_seed}"
