@@ -174,12 +174,8 @@ def resolve_discrete_distill(cfg, tcfg: RunConfig):
                          "distills discrete diffusion")
     if cfg.discrete is not None and cfg.discrete != tcfg.method:
         raise ValueError(f"discrete differs from the teacher's method ({cfg.teacher}/config.json)")
+    cfg = with_idlm_policy(replace(cfg, discrete=tcfg.method))
     m = cfg.method
-    if m.name == "idlm":
-        from fewstep.policy import resolve_idlm
-
-        m = resolve_idlm(m, "masked" if tcfg.method.name == "mdlm" else "uniform")
-        cfg = replace(cfg, method=m)
     if m.latent_dim is not None and m.latent_dim < 0:
         raise ValueError(f"--method.latent-dim must be >= 0, got {m.latent_dim}")
     if not (m.latent_lr_mult > 0 and m.latent_init_std >= 0):
@@ -192,6 +188,16 @@ def resolve_discrete_distill(cfg, tcfg: RunConfig):
     if m.name == "idlm" and (m.aux_every < 1 or m.tau <= 0):
         raise ValueError("--method.aux-every must be >= 1 and --method.tau > 0")
     return replace(cfg, discrete=tcfg.method)
+
+
+def with_idlm_policy(cfg):
+    """``cfg`` with an IDLM method's auto latent fields resolved (``fewstep.policy.resolve_idlm``; a no-op for
+    D-MMD and for resolved configs). Needs ``cfg.discrete``."""
+    if cfg.method.name != "idlm":
+        return cfg
+    from fewstep.policy import resolve_idlm
+
+    return replace(cfg, method=resolve_idlm(cfg.method, "masked" if cfg.discrete.name == "mdlm" else "uniform"))
 
 
 def _student_net(cfg, latent_dim: int, latent_init_std: float = 0.0):
@@ -228,6 +234,7 @@ def build_discrete_distill_method(cfg, teacher_state: dict | None):
     from fewstep.methods.discrete_mmd import DiscreteMMD
     from fewstep.methods.idlm import IDLM
 
+    cfg = with_idlm_policy(cfg)
     m = cfg.method
     teacher, aux = _student_net(cfg, 0), _student_net(cfg, 0)
     student = _student_net(cfg, student_latent_dim(cfg), m.latent_init_std)
@@ -250,6 +257,7 @@ def build_discrete_distillation(cfg, *, allow_config_change: bool = False, progr
     from fewstep.build import make_trainer, resolve_device, seeded_init
     from fewstep.train.checkpoint import find_weights, load_weights
 
+    cfg = with_idlm_policy(cfg)
     state, _ = load_weights(find_weights(cfg.teacher, "model", ema=True))
     method = seeded_init(lambda: build_discrete_distill_method(cfg, state), cfg.train.seed)
     data = build_token_data(cfg.data) if data is None else data
@@ -300,6 +308,7 @@ def load_discrete_distilled(run_dir, cfg, *, ema: bool, device: str):
     """(cfg, DistilledTokenStudent, {"student": net}) of an IDLM / D-MMD run (student weights only)."""
     from fewstep.train.checkpoint import find_weights, load_weights
 
+    cfg = with_idlm_policy(cfg)
     student = _student_net(cfg, student_latent_dim(cfg))
     state, _ = load_weights(find_weights(run_dir, "student", ema=ema))
     student.load_state_dict(state)
