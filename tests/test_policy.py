@@ -44,14 +44,17 @@ def test_resolve_mm_fills_only_auto_fields() -> None:
 
 
 def test_resolve_idlm_latent_student_for_masked_only() -> None:
-    m = resolve_idlm(IDLMCfg(), "masked")
+    m = resolve_idlm(IDLMCfg(), "masked", 64)
     assert (m.latent_dim, m.latent_init_std, m.latent_lr_mult) == (64, 0.002, 10.0)
-    u = resolve_idlm(IDLMCfg(), "uniform")
+    g = resolve_idlm(IDLMCfg(), "masked", 2)  # two-token grid2d: the zero-initialised latent map
+    assert (g.latent_dim, g.latent_init_std, g.latent_lr_mult) == (64, 0.0, 1.0)
+    u = resolve_idlm(IDLMCfg(), "uniform", 64)
     assert (u.latent_dim, u.latent_init_std, u.latent_lr_mult) == (0, 0.0, 1.0)
-    f = resolve_idlm(IDLMCfg(latent_dim=0), "masked")  # an explicit factorised student stays factorised
+    f = resolve_idlm(IDLMCfg(latent_dim=0), "masked", 64)  # an explicit factorised student stays factorised
     assert (f.latent_dim, f.latent_init_std, f.latent_lr_mult) == (0, 0.0, 1.0)
-    s = resolve_idlm(IDLMCfg(latent_init_std=0.01), "masked")
+    s = resolve_idlm(IDLMCfg(latent_init_std=0.01), "masked", 64)
     assert (s.latent_dim, s.latent_init_std, s.latent_lr_mult) == (64, 0.01, 10.0)
+    assert resolve_idlm(s, "masked", 64) == s
 
 
 def test_distill_dry_run_records_the_resolved_policy() -> None:

@@ -197,7 +197,8 @@ def with_idlm_policy(cfg):
         return cfg
     from fewstep.policy import resolve_idlm
 
-    return replace(cfg, method=resolve_idlm(cfg.method, "masked" if cfg.discrete.name == "mdlm" else "uniform"))
+    kind = "masked" if cfg.discrete.name == "mdlm" else "uniform"
+    return replace(cfg, method=resolve_idlm(cfg.method, kind, cfg.data.length))
 
 
 def _student_net(cfg, latent_dim: int, latent_init_std: float = 0.0):

@@ -309,10 +309,10 @@ class IDLMCfg:
     ``fewstep.policy``): 64 for masked teachers, 0 for uniform ones."""
     latent_init_std: float | None = None
     """Initial std of the student's latent-noise map (0: zeros, a saddle the map barely leaves; nets.text_dit).
-    None (auto): 0.002 for a latent masked student, else 0."""
+    None (auto): 0.002 for a latent masked student on sequences of >= 16 tokens, else 0."""
     latent_lr_mult: float | None = None
     """Learning-rate multiplier of the student's latent-noise map (its other weights start at the teacher).
-    None (auto): 10 for a latent masked student, else 1."""
+    None (auto): 10 for a latent masked student on sequences of >= 16 tokens, else 1."""
     tau: float = 1e-3
     """Uniform process, ``uniform_estimator="relaxed"`` only: softmax temperature of the relaxed corrupted input."""
     pathwise: bool = True
