@@ -112,3 +112,26 @@ def test_oracle_students_are_compared_with_the_oracle_curve():
     assert lines["oracle"].rstrip(" |").endswith(">= 4")  # reaches NFE 16
     assert lines["trained"].split("|")[6].strip() == "teacher" and "(ddim)" in lines["trained"]
     assert float(lines["trained"].split("|")[-2]) < 4  # the trained teacher reaches 0.02 before 16 NFE
+
+
+def test_student_kernel_option_is_recorded_and_reaches_the_sampler():
+    from fewstep.bench.providers_discrete import _generator
+    from fewstep.bench.runner import BenchContext, options_record
+
+    assert options_record(BenchOptions(suite="grid2d", student_kernel="duo")) == {"student_kernel": "duo"}
+    seen = {}
+
+    class Spy:
+        def generate(self, n, **kw):
+            seen.update(kw)
+            return None, {"nfe": 1, "steps_with_call": 1}
+
+    import torch
+
+    ctx = BenchContext(options=BenchOptions(suite="grid2d"), dataset="grid2d", device=torch.device("cpu"),
+                       runs_dir=Path("."))
+    _generator(Spy(), {}, 2, "ancestral", ctx, {}, kernel="duo")(4, None)
+    assert seen["kernel"] == "duo"
+    seen.clear()
+    _generator(Spy(), {}, 2, "ancestral", ctx, {})(4, None)
+    assert "kernel" not in seen

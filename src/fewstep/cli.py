@@ -381,6 +381,9 @@ class BenchArgs:
     """Discrete suites: teacher samplers (ancestral, greedy)."""
     max_row_evals: int = 1_000_000
     """Discrete suites: cap on network row evaluations per uncached configuration (fewer samples at high NFE)."""
+    student_kernel: Literal["duo", "sample-x"] | None = None
+    """Discrete suites: sample the distilled students (uniform process) with this kernel instead of the one
+    their run records (sampling only: the same trained students; recorded in every row's ``options``)."""
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -398,7 +401,7 @@ def cmd_bench(argv: list[str]) -> int:
         distill_teachers=tuple(t for t in a.distill_teachers.split(",") if t), n_samples=a.n_samples,
         processes=tuple(p for p in a.processes.split(",") if p),
         discrete_samplers=tuple(p for p in a.discrete_samplers.split(",") if p), max_row_evals=a.max_row_evals,
-        command="fewstep bench " + shlex.join(argv))
+        student_kernel=a.student_kernel, command="fewstep bench " + shlex.join(argv))
     try:
         run_bench(with_defaults(opts))
     except ValueError as e:

@@ -80,12 +80,14 @@ def discrete_teacher_entries(ctx: BenchContext) -> Iterator[ModelEntry]:
                 yield entry
 
 
-def _generator(method, nets, steps: int, sampler: str, ctx: BenchContext, extra: dict):
+def _generator(method, nets, steps: int, sampler: str, ctx: BenchContext, extra: dict, *,
+               kernel: str | None = None):
     final = "greedy" if sampler == "greedy" else "ancestral"
+    options = {} if kernel is None else {"kernel": kernel}
 
     def generate(n, g):
         tokens, stats = method.generate(n, steps=steps, nets=nets, generator=g, final=final, device=ctx.device,
-                                        return_stats=True)
+                                        return_stats=True, **options)
         extra["nfe_spent"] = stats["nfe"]
         extra["steps_with_call"] = stats["steps_with_call"]
         return tokens

@@ -82,9 +82,11 @@ def _provider(method: str):
                 sampler, nets, secs = _student(ctx, method, process, k)
                 entry = ModelEntry(method=method, sampler="student", steps=k, nfe=k, generate=None,
                                    process=process, teacher="trained", train_seconds=secs)
+                kernel = opts.student_kernel or getattr(sampler, "kernel", "duo")
                 if process == "uniform":  # masked: both kernels have one law
-                    entry.extra["kernel"] = getattr(sampler, "kernel", "duo")
-                entry.generate = _generator(sampler, nets, k, "ancestral", ctx, entry.extra)
+                    entry.extra["kernel"] = kernel
+                entry.generate = _generator(sampler, nets, k, "ancestral", ctx, entry.extra,
+                                            kernel=opts.student_kernel)
                 yield entry
 
     provide.__doc__ = (f"{method}: distilled students of the discrete teachers (one per process"

@@ -77,6 +77,8 @@ class BenchOptions:
     evaluator_steps: int | None = None
     """text-char: training steps of the causal evaluator (None: its default, 2,000; --quick: 50). A different
     value is a different (separately cached) evaluator, so GenPPLs are comparable only at equal settings."""
+    student_kernel: str | None = None
+    """Discrete suites: uniform kernel of the distilled students' sampler (None: the one their run records)."""
     command: str = ""
 
 
@@ -168,7 +170,7 @@ def _cpu_name() -> str:
 
 
 MODEL_OPTIONS = ("quick", "teacher_presets", "train_scale", "distill_scale", "distill_set", "imm_set",
-                 "distill_seed", "evaluator_steps")
+                 "distill_seed", "evaluator_steps", "student_kernel")
 """The bench options that change a trained model or its metric (not just which rows are measured or how many
 samples): every results row records those set away from their defaults in its ``options`` field."""
 

@@ -419,9 +419,12 @@ class IDLM(Method):
                  generator: torch.Generator, cond: Tensor | None = None, final: Final = "ancestral",
                  device: torch.device | str = "cpu", batch_size: int | None = 512, return_stats: bool = False,
                  **options: object):
-        """``n`` samples [n, L] (int64): the teacher's ancestral sampler with the student as denoiser."""
+        """``n`` samples [n, L] (int64): the teacher's ancestral sampler with the student as denoiser (options:
+        ``kernel``, uniform process, default ``duo``; ``temperature``, default 1)."""
         return sample_student_denoiser(nets["student"], n, self.length, steps or self.steps, generator=generator,
-                                       device=device, final=final, batch_size=batch_size, return_stats=return_stats)
+                                       device=device, final=final, batch_size=batch_size, return_stats=return_stats,
+                                       kernel=str(options.get("kernel", "duo")),
+                                       temperature=float(options.get("temperature", 1.0)))
 
     def config(self) -> dict:
         return {"process": self.process.kind, "length": self.length, "steps": self.steps, "tau": self.tau,
