@@ -50,11 +50,12 @@ class Student(nn.Module):
         return z + self.net(torch.cat([z, t[:, None]], 1))
 
 
-def setup(precond: str = "fixed", weighting: str = "edm") -> tuple[MomentMatching, dict, Tensor]:
+def setup(precond: str = "fixed", weighting: str = "edm",
+          data_grad: str = "batch") -> tuple[MomentMatching, dict, Tensor]:
     tea = LinearTeacher().requires_grad_(False)
     v = {k: torch.rand(p.shape, generator=gen(2), dtype=F64) + 0.1 for k, p in tea.named_parameters()}
     m = MomentMatching(tea, Student(), process=PROC, mode="instant", k=2, precond=precond,
-                       precond_v=v if precond == "fixed" else None,
+                       precond_v=v if precond == "fixed" else None, data_grad=data_grad,
                        weighting=weighting)
     return m, {"student": m.student, "teacher": tea}, torch.tensor([0.5, -1.0, 2.0], dtype=F64)
 
@@ -174,7 +175,7 @@ def test_instant_method_smoke() -> None:
         nn.init.normal_(p, std=0.2, generator=gen(14))
     m = MomentMatching(tea, init_from_teacher(tea), process=PROC, mode="instant", k=4)
     assert [p.name for p in m.phases()] == ["student"] and set(m.trainable()) == {"student"}
-    assert m.config()["precond"] == "ema" and m.config()["jvp"] == "forward" and m.config()["data_grad"]
+    assert m.config()["precond"] == "ema" and m.config()["jvp"] == "forward" and m.config()["data_grad"] == "running"
     x = {"x": make_gmm8d().sample(64, generator=gen(15)).float()}
     nets = {**m.trainable(), **m.frozen()}
     first = m.loss("student", x, nets, gen(16))
@@ -241,6 +242,33 @@ def test_instant_expectation_is_gradient_of_moment_difference() -> None:
     assert float(z.abs().max()) < 4.5, float(z.abs().max())
     wrong = torch.cat([r.reshape(-1) for r in blind])
     assert float(((g.mean(0) - wrong) / (g.std(0) / math.sqrt(len(flat)))).abs().max()) > 6
+
+
+def test_running_data_mean_is_the_average_of_batch_data_gradients_and_checkpointed() -> None:
+    """``data_grad="running"``: after n calls the data term is the mean of the n per-batch g_data (E g_data is a
+    constant of the frozen teacher, so the mean stays unbiased); it lives in ``method_state`` for exact resumes;
+    with ``none`` no data gradient is taken."""
+    m, nets, shift = setup(precond="fixed", data_grad="running")
+    fn = TeacherFn(nets["teacher"])
+    draws = [m.draw(data(32, 80 + i, shift), gen(90 + i)) for i in range(4)]
+    batch = [_grads(m, fn, d, graph=False)[1] for d in draws[:3]]
+    for d in draws[:3]:
+        m.instant_loss(nets, d, draws[3])
+    assert m.data_count == 3
+    for k in batch[0]:
+        torch.testing.assert_close(m.data_mean[k], sum(b[k] for b in batch) / 3)
+    m2, _, _ = setup(precond="fixed", data_grad="running")
+    m2.load_method_state(m.method_state())
+    params = list(m.student.parameters())
+    a = torch.autograd.grad(m.instant_loss(nets, draws[0], draws[3]).loss, params)
+    b = torch.autograd.grad(m2.instant_loss({**nets, "student": m.student}, draws[0], draws[3]).loss, params)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
+    none, nets_n, _ = setup(precond="fixed", data_grad="none")
+    out = none.instant_loss(nets_n, draws[0], draws[3])
+    assert none.data_count == 0 and "g_data_norm" not in out.logs
+    with pytest.raises(ValueError, match="data_grad"):
+        setup(data_grad="sometimes")
 
 
 def test_preconditioner_is_applied_before_its_update() -> None:

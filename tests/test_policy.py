@@ -62,4 +62,4 @@ def test_distill_dry_run_records_the_resolved_policy() -> None:
     out = subprocess.run([sys.executable, "-m", "fewstep.cli", "distill", "--method", "mm-alternating", "--teacher",
                           "oracle", "--steps", "8", "--dry-run"], capture_output=True, text=True, check=True)
     m = json.loads(out.stdout)["method"]
-    assert (m["gap"], m["warm_start_steps"], m["lr"], m["data_grad"]) == ("uniform", 0, pytest.approx(3e-5), True)
+    assert (m["gap"], m["warm_start_steps"], m["lr"], m["data_grad"]) == ("uniform", 0, pytest.approx(3e-5), "running")

@@ -270,10 +270,11 @@ class MMCfg:
     default optimiser) c cancels up to eps and clipping: digits k = 4 gave the same fd_digits at c = 0.3 and 1."""
     jvp: Literal["forward", "double_backward", "finite_difference"] = "forward"
     """Instant mode: how J_theta T nu is computed."""
-    data_grad: bool = True
-    """Instant mode: subtract the teacher's loss gradient on real data (same draw) from the one on generated data,
-    so that the student aims at E g_gen = E g_data rather than at E g_gen = 0, which only a perfect teacher
-    satisfies (False: the ablation that assumes it)."""
+    data_grad: Literal["running", "batch", "none"] = "running"
+    """Instant mode: subtract the teacher's loss gradient on real data from the one on generated data, so that the
+    student aims at E g_gen = E g_data rather than at E g_gen = 0, which only a perfect teacher satisfies:
+    ``running`` (the running mean over all batches so far: E g_data does not depend on the student), ``batch``
+    (this batch's, more variance) or ``none`` (the ablation that assumes it is zero)."""
     sigmoid_bias: float | None = None
     """b of the ``sigmoid`` weighting (None: the teacher's; 0 for the oracle)."""
     warm_start_steps: int | None = None
