@@ -202,3 +202,36 @@ def test_sample_loader_uses_the_runs_kernel(tmp_path, method, drop, want):
     with pytest.raises(ValueError, match="unknown sampling kernel"):
         sampler.generate(4, steps=2, nets=nets, generator=torch.Generator().manual_seed(0), kernel="bogus")
 
+
+
+def test_teacher_moment_is_the_posterior_mean_and_the_exact_posterior_is_the_fixed_point():
+    """Uniform D-MMD compares the generator's posterior mean E_g[x | z_s] (what the auxiliary learns) with the
+    teacher's. A NELBO-trained uniform teacher outputs the leave-one-out conditional (``loo``); its posterior mean
+    is that output reweighted by the current token's likelihood. ``teacher_moment="posterior"`` (default) gives
+    exactly the posterior mean, so at the exact posterior student (aux = its posterior mean = the data's) the
+    generator gradient vanishes; the first implementation (``denoiser``) keeps pushing it (towards a
+    leave-one-out denoiser, the one Duo's kernel samples well)."""
+    from fewstep.methods.discrete_mmd import dmmd_generator_terms
+
+    proc = UniformProcess(N)
+    loo, mean = Exact(P_DATA, N, 1, proc, mode="loo"), Exact(P_DATA, N, 1, proc, mode="mean")
+    z = torch.arange(N).reshape(N, 1).repeat(5, 1)
+    s = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9], dtype=torch.float64).repeat_interleave(N)
+    want = mean(z, s).exp()
+    post = DiscreteMMD(loo, mean, Exact(P_DATA, N, 1, proc, mode="loo"), length=1, k=4)
+    old = DiscreteMMD(loo, mean, Exact(P_DATA, N, 1, proc, mode="loo"), length=1, k=4, teacher_moment="denoiser")
+    assert post.config()["teacher_moment"] == "posterior" and old.config()["teacher_moment"] == "denoiser"
+    torch.testing.assert_close(post.teacher_probs(loo, z, s).double(), want, atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(post.moment_logp(loo(z, s), z, s).exp(), want)  # float64, the log-space form
+    assert float((old.teacher_probs(loo, z, s).double() - want).abs().max()) > 0.05
+    probs = torch.softmax(torch.randn(z.shape[0], 1, N, generator=torch.Generator().manual_seed(0)), -1)
+    probs.requires_grad_(True)
+    pos = torch.ones_like(z, dtype=torch.bool)
+    # converged auxiliaries: the new one (loo-parametrised like the teacher) reads as the posterior mean; the old
+    # one fits E_g[x | z_s] = the posterior mean directly
+    for method, log_phi, zero in ((post, post.moment_logp(loo(z, s), z, s), True), (old, mean(z, s), False)):
+        log_theta = method.teacher_probs(loo, z, s).clamp_min(1e-30).log()
+        grad, = torch.autograd.grad(dmmd_generator_terms(probs, log_phi.float(), log_theta, pos).sum(), probs)
+        assert (float(grad.abs().max()) < 1e-5) == zero, float(grad.abs().max())
+    with pytest.raises(ValueError, match="teacher_moment"):
+        DiscreteMMD(loo, mean, Exact(P_DATA, N, 1, proc, mode="loo"), length=1, teacher_moment="other")

@@ -250,7 +250,8 @@ def build_discrete_distill_method(cfg, teacher_state: dict | None):
                     uniform_estimator=m.uniform_estimator, nested_step=m.nested_step,
                     uniform_law=m.uniform_law)
     return DiscreteMMD(teacher, student, aux, length=length, k=m.steps, weighting=m.weighting,
-                       weight_max=m.weight_max, kernel=m.kernel)
+                       weight_max=m.weight_max, kernel=m.kernel,
+                       teacher_moment=m.teacher_moment)
 
 
 def build_discrete_distillation(cfg, *, allow_config_change: bool = False, progress: bool = True, data=None):

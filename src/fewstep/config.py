@@ -369,6 +369,10 @@ class DMMDCfg:
     weighting: Literal["auto", "elbo", "flat"] = "auto"
     """w(s): auto = lambda(s) masked, 1 uniform."""
     weight_max: float = 1e3
+    teacher_moment: Literal["posterior", "denoiser"] = "posterior"
+    """Uniform process: the teacher's moment is its posterior mean (its leave-one-out output reweighted by the
+    current token's likelihood; the exact posterior is then the fixed point) or its output as is (``denoiser``, the
+    first implementation). See ``methods.discrete_mmd``."""
     kernel: Literal["sample-x", "duo"] = "sample-x"
     """Uniform process: the sampling kernel of the student (``fewstep sample``, the bench). ``sample-x``: x ~ Cat(G)
     then the exact posterior q(z_s | z_t, x), the kernel D-MMD trains the student for; ``duo``: the teacher's

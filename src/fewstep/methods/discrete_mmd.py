@@ -30,6 +30,19 @@ G = p(x0 | z_t) of a single-token source sample-x reproduces the data law at eve
 (on the 7-token law of tests/test_dmmd_kernel.py: exact TV 0.131 / 0.175 at k = 2 / 4; both are exact at
 k = 1, where alpha(1) = 0). Masked process: both kernels have one law.
 
+Teacher moment (``teacher_moment``, uniform process). The moment condition is E_g[x | z_s] = E_data[x | z_s],
+the posterior mean (the auxiliary, trained by cross-entropy on x, learns E_g[x | z_s]). A NELBO-trained uniform
+(Duo) teacher does not output that mean: it outputs the leave-one-out conditional x_hat, which leaves the current
+token's evidence out (its plug-in reverse kernel is then exact). Its posterior mean is x_hat reweighted by the
+current token's likelihood, x_hat(v) q_s(z_s | e_v) / Z (``methods.idlm.kernel_clean_law``; exact identity,
+tested). ``posterior`` (default) reads the teacher's *and the auxiliary's* outputs that way (the auxiliary starts
+as a copy of the teacher, so both stay in one parametrisation and the generator gradient is zero at
+initialisation; the auxiliary's cross-entropy then fits the reweighted output to E_g[x | z_s]), so that the exact
+posterior is the method's fixed point and ``sample-x`` its exact sampler; ``denoiser`` compares the posterior mean
+of the generator with the teacher's leave-one-out output (the first implementation), which drives the generator towards
+a leave-one-out denoiser that only Duo's kernel samples well. Masked process: a mask carries no evidence, the
+teacher's output already is the posterior mean at masked positions, and both options are one.
+
 NaN trap: log-probabilities are restricted to real-token columns at positions in P *before* any product.
 """
 
@@ -102,17 +115,22 @@ class DiscreteMMD(Method):
             (lambda(s) masked, flat uniform), ``elbo`` or ``flat``. weight_max: clamp of lambda. kernel: the
             uniform sampling kernel of ``generate``: ``sample-x`` (default; the kernel the student is trained
             for) or ``duo`` (the teacher's; over-counts the current token). Masked: both have one law.
+        teacher_moment: uniform process: ``posterior`` (default: the teacher's posterior mean, its leave-one-out
+            output reweighted by the current token's likelihood) or ``denoiser`` (its output as is).
     """
 
     def __init__(self, teacher: CategoricalDenoiser, student: CategoricalDenoiser, aux: CategoricalDenoiser, *,
                  length: int, k: int = 4, weighting: Weighting = "auto", weight_max: float = 1e3,
-                 kernel: Kernel = "sample-x") -> None:
+                 kernel: Kernel = "sample-x", teacher_moment: Literal["posterior", "denoiser"] = "posterior") -> None:
         super().__init__()
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k}")
         if weighting not in ("auto", "elbo", "flat"):
             raise ValueError(f"unknown weighting {weighting!r}; use auto, elbo or flat")
         self.kernel = check_kernel(kernel)
+        if teacher_moment not in ("posterior", "denoiser"):
+            raise ValueError(f"unknown teacher_moment {teacher_moment!r}; use posterior or denoiser")
+        self.teacher_moment = teacher_moment
         if aux.latent_dim:
             raise ValueError("the auxiliary denoiser takes no latent noise")
         self.teacher = teacher.eval().requires_grad_(False)
@@ -166,6 +184,24 @@ class DiscreteMMD(Method):
             z_s = p.posterior_step(d.z_t, log_x, d.t, d.s, generator=generator)
         return x, z_s
 
+    def moment_logp(self, logp: Tensor, z_s: Tensor, s: Tensor) -> Tensor:
+        """The posterior-mean log-probabilities [B, L, N] a denoiser output ``logp`` [B, L, >= N] stands for at
+        z_s [B, L], s [B] (float64): uniform with ``teacher_moment="posterior"``, log_softmax(logp + log q_s(z_s | .))
+        (``kernel_clean_law`` in log space; differentiable); otherwise the real-token columns as they are."""
+        lp = logp[..., :self.process.vocab]
+        if self.process.kind != "uniform" or self.teacher_moment != "posterior":
+            return lp
+        n = self.process.vocab
+        a = self.process.schedule.alpha(s.double()).reshape(-1, 1, 1)
+        lik = (a * nn.functional.one_hot(z_s, n).double() + (1 - a) / n).log()
+        return torch.log_softmax(lp + lik.to(lp.dtype), dim=-1)
+
+    def teacher_probs(self, teacher: nn.Module, z_s: Tensor, s: Tensor) -> Tensor:
+        """The teacher's moment [B, L, N] (float32, no grad) at z_s [B, L], s [B] (float64): its posterior mean
+        (``teacher_moment="posterior"``, uniform) or its output probabilities."""
+        with torch.no_grad():
+            return self.moment_logp(teacher(z_s, s.float()).double(), z_s, s).exp().float()
+
     def positions(self, z_s: Tensor) -> Tensor:
         p = self.process
         return z_s == p.mask_id if p.kind == "masked" else torch.ones_like(z_s, dtype=torch.bool)
@@ -193,12 +229,13 @@ class DiscreteMMD(Method):
         pos, w, s = self.positions(z_s), self.weight(d.s), d.s.float()
         if phase == "aux":
             with torch.no_grad():
-                theta = nets["teacher"](z_s, s)[..., :self.process.vocab].exp()
-            terms = dmmd_aux_terms(x, theta, nets["aux"](z_s, s), pos)
+                theta = self.teacher_probs(nets["teacher"], z_s, d.s)
+            terms = dmmd_aux_terms(x, theta, self.moment_logp(nets["aux"](z_s, s), z_s, d.s), pos)
             loss = (w * terms / self.length).mean()
             return LossOutput(loss, {"aux_ce": loss.detach()})
         with torch.no_grad():
-            log_phi, log_theta = nets["aux"](z_s, s), nets["teacher"](z_s, s)
+            log_phi = self.moment_logp(nets["aux"](z_s, s), z_s, d.s)
+            log_theta = self.moment_logp(nets["teacher"](z_s, s), z_s, d.s)  # as the aux: exactly equal at init
         gen = dmmd_generator_terms(probs, log_phi, log_theta, pos)
         loss = (w * gen / self.length).mean()
         return LossOutput(loss, {"gen": loss.detach()})
@@ -221,4 +258,5 @@ class DiscreteMMD(Method):
 
     def config(self) -> dict:
         return {"process": self.process.kind, "length": self.length, "k": self.k, "weighting": self.weighting,
-                "weight_max": self.weight_max, "latent_dim": self.student.latent_dim, "kernel": self.kernel}
+                "weight_max": self.weight_max, "latent_dim": self.student.latent_dim, "kernel": self.kernel,
+                "teacher_moment": self.teacher_moment}
