@@ -18,11 +18,11 @@ demo: $(STAMP)
 	$(VENV)/bin/fewstep demo --out demo_out
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks/scripts
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests benchmarks/scripts
 
 bench-toy: $(STAMP)
 	$(VENV)/bin/fewstep bench toy --out bench_out/toy

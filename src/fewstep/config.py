@@ -13,6 +13,7 @@ method dataclass (:class:`MMCfg` for Gaussian teachers, :class:`IDLMCfg` / :clas
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,7 @@ class DiffusionCfg:
 
 @dataclass(frozen=True)
 class IMMCfg:
-    """Inductive Moment Matching, trained from scratch (spec/continuous.md section 4; ``methods.imm``).
+    """Inductive Moment Matching, trained from scratch (docs/methods/imm.md; ``methods.imm``).
 
     The interpolant uses ``process.schedule`` and sigma_d = ``process.sigma_data`` (the data scale); the backbone
     gets a second time input automatically."""
@@ -129,7 +130,7 @@ class IMMCfg:
     eta_max: float = 160.0
     eta_min: float = 0.0
     min_gap: float = 0.0
-    """r <= t - min_gap unless r = s (the spec's fp16 fix; 0 = off)."""
+    """r <= t - min_gap unless r = s (the paper's fp16 fix; 0 = off)."""
     kernel: Literal["laplace", "rbf", "energy", "sqdist"] = "laplace"
     dim_divisor: float | None = None
     """D of the kernel exp(-w~ ||a - b|| / D) (None: elements per sample)."""
@@ -141,7 +142,7 @@ class IMMCfg:
     weight_b: float = 5.0
     sampler: Literal["pushforward", "restart"] = "pushforward"
     """Default sampler of ``fewstep sample`` (restart is better at >= 4 steps on the 2-D toys, pushforward on
-    digits; BENCHMARKS.md)."""
+    digits; benchmarks/imm.md)."""
     two_step: Literal["eta", "uniform"] = "eta"
     """Middle point of the 2-step grid: eta = 1.4 (the paper) or half-way."""
     label_dropout: float | None = None
@@ -151,7 +152,7 @@ class IMMCfg:
 
 @dataclass(frozen=True)
 class MDLMCfg:
-    """Masked (absorbing-state) discrete diffusion teacher, MDLM (spec/discrete.md section 1)."""
+    """Masked (absorbing-state) discrete diffusion teacher, MDLM (docs/methods/masked-diffusion.md)."""
 
     name: Literal["mdlm"] = "mdlm"
     schedule: Literal["log-linear", "cosine"] = "log-linear"
@@ -162,7 +163,7 @@ class MDLMCfg:
 
 @dataclass(frozen=True)
 class UniformCfg:
-    """Uniform-state discrete diffusion teacher, Duo / UDLM (spec/discrete.md section 2)."""
+    """Uniform-state discrete diffusion teacher, Duo / UDLM (docs/methods/uniform-diffusion.md)."""
 
     name: Literal["uniform"] = "uniform"
     schedule: Literal["log-linear", "cosine"] = "log-linear"
@@ -226,7 +227,7 @@ Weighting = Literal["flat", "snr", "v", "velocity", "max_snr_1", "edm", "sigmoid
 
 @dataclass(frozen=True)
 class MMCfg:
-    """Moment Matching distillation (spec/continuous.md sections 2-3; ``fewstep.methods.mm.MomentMatching``)."""
+    """Moment Matching distillation (docs/methods/mm.md; ``fewstep.methods.mm.MomentMatching``)."""
 
     name: Literal["mm"] = "mm"
     mode: Literal["alternating", "instant"] = "alternating"
@@ -239,11 +240,11 @@ class MMCfg:
     s_min: float = 0.0
     """s ~ U(s_min, 1); t = min(1, s + gap)."""
     gap: Literal["auto", "uniform", "fixed"] = "auto"
-    """t - s: U(0, 1/k] (the spec) or exactly 1/k. auto (``fewstep.policy``): fixed for image data at k >= 4
-    (digits8x8 k = 8 fd_digits 15.3 vs 17.6, mean of 3 seeds), uniform otherwise (the fixed gap hurts k <= 2 and
-    every toy: gmm8d k = 8 energy 0.004 vs 0.0005)."""
+    """t - s: U(0, 1/k] (the paper) or exactly 1/k. auto (``fewstep.policy``): fixed for image data at k >= 4
+    (better on digits8x8), uniform otherwise (the fixed gap hurts k <= 2 and every toy). Measured:
+    benchmarks/mm.md, time gap."""
     gap_low: float = 0.0
-    """Uniform gap drawn from U(gap_low / k, 1/k] instead (0: the spec). See BENCHMARKS.md (MM time gaps)."""
+    """Uniform gap drawn from U(gap_low / k, 1/k] instead (0: the paper's). See benchmarks/mm.md (time gap)."""
     weight_max: float = 1e4
     lambda_reg: float = 1.0
     """Teacher pull of the auxiliary loss."""
@@ -255,19 +256,20 @@ class MMCfg:
     """Classifier-free guidance scale of the teacher (class-conditional teachers only; None: none)."""
     lr: float | None = None
     """Learning rate of the student; None (auto, ``fewstep.policy``): 0.3 x train.lr for alternating MM on vector
-    data (gmm8d: a slower student tracks its auxiliary better), train.lr otherwise."""
+    data (gmm8d: a slower student tracks its auxiliary better; benchmarks/defaults.md), train.lr otherwise."""
     aux_lr: float | None = None
     """Learning rate of the auxiliary network (alternating); None: ``aux_lr_mult`` x the student's LR."""
     aux_lr_mult: float = 3.0
     """Auxiliary LR / student LR when ``aux_lr`` is None. A faster auxiliary tracks the student's conditional
-    mean more closely, which lowers the bias of the student gradient (gmm8d oracle, k = 8, 8 x 4096 samples:
-    energy 0.00067 +- 0.0003 at 1x, 0.00032 +- 0.0003 at 3x and 0.00032 +- 0.0003 at 10x)."""
+    mean more closely, which lowers the bias of the student gradient (gmm8d oracle, k = 8: lower at 3x than at 1x,
+    no further gain at 10x; benchmarks/mm.md, gmm8d)."""
     precond: Literal["ema", "identity"] = "ema"
     """Instant mode: diagonal preconditioner Lambda (online EMA of g_A^2, or identity)."""
     precond_beta: float = 0.999
     c: float = 1.0
     """Instant mode: step scale, nu = -c Lambda g_A. The surrogate's gradient is linear in c, so under Adam (the
-    default optimiser) c cancels up to eps and clipping: digits k = 4 gave the same fd_digits at c = 0.3 and 1."""
+    default optimiser) c cancels up to eps and clipping (digits k = 4 gave the same fd_digits at c = 0.3
+    and 1; benchmarks/mm.md)."""
     jvp: Literal["forward", "double_backward", "finite_difference"] = "forward"
     """Instant mode: how J_theta T nu is computed."""
     data_grad: Literal["running", "batch", "none"] = "running"
@@ -280,8 +282,8 @@ class MMCfg:
     warm_start_steps: int | None = None
     """Teacher-ODE warm start of the student before MM (``methods.mm_warmstart``): Adam steps regressing
     G(z_t, t) onto the teacher's DDIM endpoint from z_t at the student's grid times; breaks the t = 1 saddle
-    that collapses k = 1 (spec section 8). None (auto, ``fewstep.policy``): 500 for k <= 2, for instant MM at
-    k <= 4 and for alternating MM on images at k <= 4; 0 (off) otherwise. Cached in the run."""
+    that collapses k = 1 (docs/methods/mm.md, calibration). None (auto, ``fewstep.policy``): 500 for k <= 2,
+    for instant MM at k <= 4 and for alternating MM on images at k <= 4; 0 (off) otherwise. Cached in the run."""
     warm_start_teacher_steps: int = 32
     """DDIM steps of the warm-start targets."""
     warm_start_times: Literal["mixed", "grid", "uniform"] = "mixed"
@@ -299,7 +301,7 @@ class MMCfg:
 
 @dataclass(frozen=True)
 class IDLMCfg:
-    """IDLM inverse distillation of a discrete teacher (spec/discrete.md section 3; ``fewstep.methods.idlm``)."""
+    """IDLM inverse distillation of a discrete teacher (docs/methods/idlm.md; ``fewstep.methods.idlm``)."""
 
     name: Literal["idlm"] = "idlm"
     steps: int = 16
@@ -322,7 +324,7 @@ class IDLMCfg:
     """Fake-model updates per student update (the student phase runs every n-th iteration)."""
     lr: float | None = 1e-5
     """Student LR (None: train.lr). Two time scales: the student moves 10x slower than the fake (``aux_lr_mult``)
-    so that the fake keeps up; with equal LRs the student drifts (grid2d, spec section 9)."""
+    so that the fake keeps up; with equal LRs the student drifts (grid2d; docs/methods/idlm.md, calibration)."""
     aux_lr_mult: float = 10.0
     """Fake-model LR / student LR."""
     weight_max: float = 1e3
@@ -332,21 +334,21 @@ class IDLMCfg:
     reaches alpha ~ 1e-3, where the NELBO weight -alpha'/(N alpha q_t) is ~1e3). Both processes and both uniform
     estimators; ``shared`` coupling clamps t = t~ into it. JSON override value: ``[0.05, 0.95]``."""
     time_coupling: Literal["independent", "shared", "nested"] = "shared"
-    """Corruption time t shared with the student's input time t~ (default) or independent of it (the spec), or
+    """Corruption time t shared with the student's input time t~ (default) or independent of it (the paper), or
     (masked only) ``nested``: the judged state is one sampler step of at most ``nested_step`` from the
     student's own input (``IDLM.corrupt_nested``; a student tuned to K <= 1 / nested_step steps).
-    grid2d TV at 1/2/4 steps, latent-mixture student with student lr 1e-5 and fake lr 1e-4: 0.109/0.095/0.091
-    shared vs 0.499/0.495/0.493 independent (the all-mask generator stays on a valid product set); both at lr
-    1e-4 1:1: independent 0.150/0.159/0.164, shared drifts (factorised 0.69/0.44/0.40). BENCHMARKS.md."""
+    On grid2d with the default LRs the latent-mixture student needs ``shared``: with independent times its
+    all-mask generator stays on a valid product set; at equal LRs shared drifts (benchmarks/idlm.md, IDLM
+    calibration on grid2d)."""
     nested_step: float = 0.25
     """Largest t~ - s of the nested coupling (1 / K for a K-step student); unused by the other couplings."""
     uniform_estimator: Literal["relaxed", "hard"] = "hard"
     """Uniform process: hard-token corruption z ~ q_t(. | G) with Rao-Blackwellised, importance-weighted per-position
     scores (default, as ``methods.idlm.IDLM``'s; ``uniform_rb_terms``; the teacher and fake see the hard tokens they
     were trained on), or the paper's Gaussian relaxation with pathwise gradients (``relaxed``, tau = ``tau``), whose
-    argmax of a soft G does not follow q_t(. | G) (TV up to ~0.2 on 8 tokens), so the data law is not its fixed
-    point (tests/test_idlm_fixed_point.py). grid2d TV at 1/2/4 steps: hard 0.497/0.459/0.204, relaxed
-    0.500/0.520/0.428 (teacher 0.494/0.330/0.197)."""
+    argmax of a soft G does not follow q_t(. | G), so the data law is not its fixed point
+    (tests/test_idlm_fixed_point.py; benchmarks/defaults.md). On grid2d hard is better at 2 and 4 steps
+    (benchmarks/idlm.md, IDLM calibration on grid2d)."""
     uniform_law: Literal["denoiser", "kernel"] = "denoiser"
     """Uniform process: which clean-token law of the student is judged. ``denoiser``: x ~ G (its output as is);
     ``kernel``: x ~ G~ proportional to G q_t~(z~ | .), the law the teacher's (Duo) sampler actually draws from
@@ -355,7 +357,7 @@ class IDLMCfg:
 
 @dataclass(frozen=True)
 class DMMDCfg:
-    """Discrete Moment Matching, D-MMD (spec/discrete.md section 4; ``fewstep.methods.discrete_mmd``)."""
+    """Discrete Moment Matching, D-MMD (docs/methods/dmmd.md; ``fewstep.methods.discrete_mmd``)."""
 
     name: Literal["dmmd"] = "dmmd"
     steps: int = 4
@@ -373,6 +375,8 @@ class DMMDCfg:
     """Uniform process: the teacher's moment is its posterior mean (its leave-one-out output reweighted by the
     current token's likelihood; the exact posterior is then the fixed point) or its output as is (``denoiser``, the
     first implementation). See ``methods.discrete_mmd``."""
+    gap: Literal["uniform", "fixed"] = "uniform"
+    """t - s ~ U(0, 1/k] or exactly 1/k (the gap the k-step sampler takes), as MM's ``gap``."""
     kernel: Literal["sample-x", "duo"] = "sample-x"
     """Uniform process: the sampling kernel of the student (``fewstep sample``, the bench). ``sample-x``: x ~ Cat(G)
     then the exact posterior q(z_s | z_t, x), the kernel D-MMD trains the student for; ``duo``: the teacher's
@@ -392,15 +396,15 @@ DISTILL_CFGS: dict[str, type] = {"mm": MMCfg, "idlm": IDLMCfg, "dmmd": DMMDCfg}
 DISTILL_TRAIN = TrainCfg(total_nimg=512_000, batch_size=512, lr=1e-4, optimizer="adam", betas=(0.0, 0.99),
                          eps=1e-12, warmup_nimg=51_200, lr_decay="linear", lr_final_ratio=0.0, grad_clip=1.0,
                          precision="fp32", ema_halflife_nimg=0, ckpt_every_nimg=256_000, log_every_nimg=51_200)
-"""Distillation defaults: 1000 iterations at batch 512 (the toy prototype plateaued after 400-1000), the MM
-optimiser (Adam, betas (0, 0.99), eps 1e-12 = ``methods.mm.MM_OPTIM``), clip 1, lr 1e-4 with 100 warm-up
+"""Distillation defaults: 1000 iterations at batch 512 (where the toy prototype had plateaued; benchmarks/mm.md),
+the MM optimiser (Adam, betas (0, 0.99), eps 1e-12 = ``methods.mm.MM_OPTIM``), clip 1, lr 1e-4 with 100 warm-up
 iterations then linear decay, no student EMA, fp32."""
 
 DISCRETE_DISTILL_TRAIN = TrainCfg(total_nimg=256_000, batch_size=128, lr=1e-4, optimizer="adamw", betas=(0.9, 0.999),
                                   eps=1e-8, warmup_nimg=12_800, lr_decay="constant", lr_final_ratio=1.0,
                                   grad_clip=1.0, precision="fp32", ema_halflife_nimg=12_800,
                                   ckpt_every_nimg=64_000, log_every_nimg=12_800)
-"""IDLM / D-MMD defaults at toy scale (spec/discrete.md section 9: the paper's OWT constants lr 1e-6, 2,500
+"""IDLM / D-MMD defaults at toy scale (docs/methods/idlm.md: the paper's OWT constants lr 1e-6, 2,500
 warm-up iterations and EMA 0.9999 do not transfer): 2,000 iterations at batch 128, AdamW (0.9, 0.999) lr 1e-4
 (~1/20 of the teacher's peak LR), 100 warm-up iterations then constant, clip 1 for the 1/t-weighted terms, a
 short student EMA (half-life 100 iterations), fp32. Scale rules: lr ~ teacher lr / 20; warm-up ~ 5% and EMA
@@ -491,7 +495,15 @@ def _read_config(path: str | Path) -> tuple[Path, dict]:
     if not p.exists():
         raise FileNotFoundError(f"no config at {p}: pass a run folder written by 'fewstep train' (or "
                                 "'fewstep distill') or its config.json")
-    return p, json.loads(p.read_text())
+    stat = p.stat()
+    return p, json.loads(_read_json_text(str(p.resolve()), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_json_text(path: str, mtime_ns: int, size: int) -> str:
+    """A config file's text, read once per (path, modification time, size): one build reads a teacher's
+    config.json once however many builders ask for it."""
+    return Path(path).read_text()
 
 
 def load_config(path: str | Path) -> RunConfig:

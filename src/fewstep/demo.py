@@ -7,7 +7,8 @@ when Tiny Shakespeare is found (``data.text.find_tinyshakespeare``), train a cha
 and metrics at several step counts.
 
 It reuses the benchmark harness with shorter training and fewer samples, so the demo's numbers are
-produced exactly like the benchmark's (but from smaller models; BENCHMARKS.md holds the full runs).
+produced exactly like the benchmark's (but from smaller models; the full runs are on the benchmark pages,
+BENCHMARKS.md and benchmarks/*.md).
 Later methods add themselves to ``DEMO_METHODS``.
 """
 

@@ -26,9 +26,9 @@ _DIGITS_TRAIN = TrainCfg(total_nimg=2_000_000, batch_size=256, lr=1e-3, warmup_n
 _IMM_TOY_TRAIN = TrainCfg(total_nimg=4_096_000, batch_size=1024, lr=1e-3, optimizer="radam", warmup_nimg=0,
                           lr_decay="cosine", lr_final_ratio=0.1, grad_clip=0.0, ema_halflife_nimg=100_000,
                           ckpt_every_nimg=1_024_000, log_every_nimg=256_000)
-"""IMM on toys (spec IMM calibration notes): 4k steps of 256 groups x 4, RAdam, cosine LR 1e-3 -> 1e-4, no
+"""IMM on toys (docs/methods/imm.md, calibration notes): 4k steps of 256 groups x 4, RAdam, cosine LR 1e-3 -> 1e-4, no
 clipping. EMA half-life 100k samples (~100 steps): the notes' 0.999 per step (~700 steps) lags far behind on a
-4k-step run (checkerboard after 1k steps: EMA 2-step energy 0.024 vs raw weights 0.0028)."""
+4k-step run (on checkerboard its EMA weights were far worse than the raw ones; benchmarks/imm.md)."""
 
 
 def _imm_toy(name: str, sigma_data: float) -> RunConfig:
@@ -51,12 +51,12 @@ _TEXT_TRAIN = TrainCfg(total_nimg=512_000, batch_size=128, lr=1e-3, warmup_nimg=
                        lr_final_ratio=0.05, grad_clip=1.0, ema_halflife_nimg=20_000, ckpt_every_nimg=128_000,
                        log_every_nimg=25_600)
 """Discrete teachers on the CPU suites: 4k steps of batch 128, AdamW 1e-3 with cosine decay, EMA half-life 20k
-samples (the OWT constants of the papers do not transfer to toy scale; spec/discrete.md section 9)."""
+samples (the OWT constants of the papers do not transfer to toy scale; docs/methods/idlm.md)."""
 
 
 _HMM_TRAIN = replace(_TEXT_TRAIN, lr=2e-3, warmup_nimg=6_400)
-"""text-hmm: 4k steps of batch 128 at lr 2e-3 (a 102k-sample calibration run at this lr reached NELBO 2.43 vs
-the source's 2.33 nats/token; lr 1e-3 with a wider net was slower per sample)."""
+"""text-hmm: 4k steps of batch 128 at lr 2e-3 (a short calibration run at this lr came close to the source's
+entropy rate; lr 1e-3 with a wider net was slower per sample; benchmarks/teachers.md)."""
 _CHAR_TRAIN = replace(_TEXT_TRAIN, total_nimg=128_000, lr=1.5e-3, warmup_nimg=6_400, ckpt_every_nimg=64_000,
                       log_every_nimg=12_800)
 """text-char: 1k steps of batch 128 at length 128 (a CPU budget; a GPU run should train far longer)."""
@@ -87,7 +87,8 @@ PRESETS: dict[str, RunConfig] = {
     "gmm8d": _toy("gmm8d", 1.0),
     "toy2d-checkerboard": _toy("checkerboard2d", 1.15),
     "toy2d-spiral": _toy("spiral2d", 0.9),
-    # CPU default for 8x8 digits: a residual MLP over the 64 pixels (~10x cheaper than the U-Net on CPU);
+    # CPU default for 8x8 digits: a residual MLP over the 64 pixels (far cheaper than the U-Net on CPU;
+    # benchmarks/teachers.md, digits);
     # ``digits-unet`` is the convolutional teacher (GPU).
     "digits": RunConfig(
         data=DataCfg(name="digits8x8"), process=ProcessCfg(schedule="cosine", sigma_data=0.75),
@@ -103,18 +104,18 @@ PRESETS: dict[str, RunConfig] = {
     "imm-checkerboard": _imm_toy("checkerboard2d", 1.15),
     "imm-spiral": _imm_toy("spiral2d", 0.9),
     # 8x8 digits: the teacher's residual MLP with a second time input; 4k steps of 128 groups x 4. Euler-FM (the
-    # spec's ImageNet choice): fd_digits at 4 / 8 / 16 pushforward steps 24.4 / 17.6 / 16.4 vs simple-EDM's
-    # 27.2 / 21.5 / 20.9 at this length, 18.8 / 15.1 / 14.1 vs 20.2 / 17.1 / 16.6 at 3x (BENCHMARKS.md).
+    # paper's ImageNet choice): better than simple-EDM at 4, 8 and 16 pushforward steps, at this length and at 3x
+    # (benchmarks/imm.md, digits8x8: other levers for the 4-step maps, and Euler-FM at 3x the length).
     "imm-digits": RunConfig(
         data=DataCfg(name="digits8x8"), process=ProcessCfg(schedule="flow", sigma_data=0.75),
         net=NetCfg(kind="mlp", width=512, depth=4, two_time=True), method=IMMCfg(param="euler-fm"),
         train=replace(_IMM_TOY_TRAIN, total_nimg=2_048_000, batch_size=512, ckpt_every_nimg=512_000,
                       log_every_nimg=128_000), run_dir="runs/digits8x8-imm"),
-    # A short MNIST teacher for a limited GPU budget (1.5M images: 300 s of training on one H100).
+    # A short MNIST teacher for a limited GPU budget (1.5M images; its H100 training time: benchmarks/gpu.md).
     "mnist-short": replace(_MNIST, train=replace(_MNIST.train, total_nimg=1_500_000, lr=4e-4, warmup_nimg=50_000,
                                                   ema_halflife_nimg=100_000, ckpt_every_nimg=500_000,
                                                   log_every_nimg=100_000), run_dir="runs/mnist-short-teacher"),
-    # discrete teachers (spec/discrete.md sections 1-2; benchmarks.md text-hmm, grid2d, text-char)
+    # discrete teachers (docs/methods/masked-diffusion.md, uniform-diffusion.md; docs/benchmarks.md suites)
     "hmm-mdlm": _discrete(_HMM, "masked", _HMM_NET, _HMM_TRAIN, "hmm-mdlm"),
     "hmm-uniform": _discrete(_HMM, "uniform", _HMM_NET, _HMM_TRAIN, "hmm-uniform"),
     "grid2d-mdlm": _discrete(_GRID, "masked", _GRID_NET, replace(_TEXT_TRAIN, batch_size=512, total_nimg=1_024_000),

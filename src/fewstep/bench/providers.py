@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
-from fewstep.bench.runner import BenchContext, ModelEntry, register
-from fewstep.build import data_shape
+from fewstep.bench.context import BenchContext, ModelEntry, fit_and_load, register, scaled
 from fewstep.config import RunConfig
-from fewstep.presets import BENCH_PRESETS, get_preset, quick
+from fewstep.presets import BENCH_PRESETS, get_preset
 from fewstep.samplers.gaussian import nfe as sampler_nfe
 
 
@@ -26,30 +25,18 @@ def teacher_config(ctx: BenchContext) -> RunConfig:
     return replace(cfg, run_dir=str(ctx.runs_dir / name), train=replace(cfg.train, device=str(ctx.device)))
 
 
-def scaled(cfg: RunConfig, opts) -> RunConfig:
-    """``cfg`` with its training length times ``opts.train_scale`` and shrunk by ``--quick``."""
-    if opts.train_scale != 1.0:
-        t = cfg.train
-        cfg = replace(cfg, train=replace(t, total_nimg=int(t.total_nimg * opts.train_scale),
-                                         ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * opts.train_scale))))
-    return quick(cfg) if opts.quick else cfg
-
-
 def trained_teacher(ctx: BenchContext):
     """Train (or resume / reuse) the dataset's teacher preset (``teacher_config``); cached as
     ``ctx.cache["teacher"]``.
 
     Returns:
-        (method, nets, train_seconds): nets holds the EMA denoiser under ``model`` in eval mode.
+        (TrainedModel, train_seconds): the EMA weights, loaded back from the run folder.
     """
     if "teacher" in ctx.cache:
         return ctx.cache["teacher"]
-    from fewstep.build import build_trainer
+    from fewstep.build.trainers import build_trainer
 
-    trainer = build_trainer(teacher_config(ctx), progress=False)
-    summary = trainer.fit()
-    nets = {k: v.eval().requires_grad_(False) for k, v in trainer.ema.items()}
-    ctx.cache["teacher"] = (trainer.method, nets, float(summary["train_seconds"]))
+    ctx.cache["teacher"] = fit_and_load(build_trainer(teacher_config(ctx), progress=False))
     return ctx.cache["teacher"]
 
 
@@ -73,12 +60,10 @@ def teacher_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
 
         yield from discrete_teacher_entries(ctx)
         return
-    method, nets, secs = trained_teacher(ctx)
-    shape = data_shape(ctx.dataset)
+    model, secs = trained_teacher(ctx)
 
     def gen_fn(sampler: str, steps: int):
-        return lambda n, g: method.generate(n, steps=steps, nets=nets, generator=g, sampler=sampler,
-                                            shape=shape, device=ctx.device)
+        return lambda n, g: model.sample(n, steps=steps, generator=g, sampler=sampler)
 
     yield from sampler_entries(ctx, "teacher", gen_fn, secs)
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
-from fewstep.bench.providers import scaled
-from fewstep.bench.runner import BenchContext, ModelEntry
+from fewstep.bench.context import BenchContext, ModelEntry, fit_and_load, scaled
 from fewstep.config import RunConfig
 from fewstep.presets import get_preset
 
@@ -44,16 +43,13 @@ def trained_discrete_teacher(ctx: BenchContext, process: str):
     """Train (or resume / reuse) the ``process`` teacher; cached in ``ctx.cache``.
 
     Returns:
-        (method, nets, train_seconds) with the EMA denoiser under ``model``, in eval mode.
+        (TrainedModel, train_seconds): the EMA weights, loaded back from the run folder.
     """
     key = f"teacher-{process}"
     if key not in ctx.cache:
-        from fewstep.build import build_trainer
+        from fewstep.build.trainers import build_trainer
 
-        trainer = build_trainer(discrete_teacher_config(ctx, process), progress=False)
-        summary = trainer.fit()
-        nets = {k: v.eval().requires_grad_(False) for k, v in trainer.ema.items()}
-        ctx.cache[key] = (trainer.method, nets, float(summary["train_seconds"]))
+        ctx.cache[key] = fit_and_load(build_trainer(discrete_teacher_config(ctx, process), progress=False))
     return ctx.cache[key]
 
 
@@ -64,8 +60,8 @@ def discrete_teacher_entries(ctx: BenchContext) -> Iterator[ModelEntry]:
     if bad:
         raise ValueError(f"unknown processes {sorted(bad)}; choose masked and/or uniform")
     for process in opts.processes:
-        method, nets, secs = trained_discrete_teacher(ctx, process)
-        cached = process == "masked" and not nets["model"].time_conditioned
+        model, secs = trained_discrete_teacher(ctx, process)
+        cached = process == "masked" and not model.nets["model"].time_conditioned
         for sampler in opts.discrete_samplers:
             if sampler not in ("ancestral", "greedy"):
                 raise ValueError(f"unknown discrete sampler {sampler!r}; choose ancestral and/or greedy")
@@ -76,18 +72,18 @@ def discrete_teacher_entries(ctx: BenchContext) -> Iterator[ModelEntry]:
                     n = max(64, opts.max_row_evals // steps)
                 entry = ModelEntry(method="teacher", sampler=sampler, steps=steps, nfe=steps, generate=None,
                                    process=process, train_seconds=secs, n_samples=n)
-                entry.generate = _generator(method, nets, steps, sampler, ctx, entry.extra)
+                entry.generate = token_generator(model, steps, sampler, ctx, entry.extra)
                 yield entry
 
 
-def _generator(method, nets, steps: int, sampler: str, ctx: BenchContext, extra: dict, *,
-               kernel: str | None = None):
+def token_generator(model, steps: int, sampler: str, ctx: BenchContext, extra: dict, *, kernel: str | None = None):
+    """``(n, generator) -> tokens`` of a ``TrainedModel`` (teacher or student) at ``steps``; records the network
+    evaluations spent in ``extra``."""
     final = "greedy" if sampler == "greedy" else "ancestral"
     options = {} if kernel is None else {"kernel": kernel}
 
     def generate(n, g):
-        tokens, stats = method.generate(n, steps=steps, nets=nets, generator=g, final=final, device=ctx.device,
-                                        return_stats=True, **options)
+        tokens, stats = model.sample(n, steps=steps, generator=g, final=final, return_stats=True, **options)
         extra["nfe_spent"] = stats["nfe"]
         extra["steps_with_call"] = stats["steps_with_call"]
         return tokens

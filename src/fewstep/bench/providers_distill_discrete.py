@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from fewstep.bench.providers_discrete import _generator, discrete_teacher_config, trained_discrete_teacher
-from fewstep.bench.runner import BenchContext, ModelEntry, config_overrides, register
-from fewstep.build import build_distillation, distill_config
+from fewstep.bench.context import BenchContext, ModelEntry, config_overrides, fit_and_load, register
+from fewstep.bench.providers_discrete import discrete_teacher_config, token_generator, trained_discrete_teacher
+from fewstep.build.distill import build_distillation
+from fewstep.build.distill_config import distill_config, resolve_distill
 from fewstep.config import DistillConfig
 from fewstep.presets import quick_distill
 
@@ -58,18 +59,16 @@ def discrete_distill_config(ctx: BenchContext, method: str, process: str, k: int
         cfg = quick_distill(cfg)
         name += "-quick"
     precision = "bf16" if ctx.device.type == "cuda" else cfg.train.precision
-    return replace(cfg, run_dir=str(ctx.runs_dir / name),
-                   train=replace(cfg.train, device=str(ctx.device), precision=precision))
+    return resolve_distill(replace(cfg, run_dir=str(ctx.runs_dir / name),
+                                   train=replace(cfg.train, device=str(ctx.device), precision=precision)))
 
 
 def _student(ctx: BenchContext, method: str, process: str, k: int):
-    """(method object, {"student": EMA net}, train seconds) of one bench student, trained or reused."""
+    """(TrainedModel, train seconds) of one bench student, trained or reused."""
     key = f"{method}-{process}-k{k if method == 'dmmd' else 0}"
     if key not in ctx.cache:
-        trainer = build_distillation(discrete_distill_config(ctx, method, process, k), progress=False)
-        summary = trainer.fit()
-        ctx.cache[key] = (trainer.method, {"student": trainer.ema["student"].eval().requires_grad_(False)},
-                          float(summary["train_seconds"]))
+        ctx.cache[key] = fit_and_load(build_distillation(discrete_distill_config(ctx, method, process, k),
+                                                         progress=False))
     return ctx.cache[key]
 
 
@@ -79,14 +78,13 @@ def _provider(method: str):
         for process in opts.processes:
             trained_discrete_teacher(ctx, process)  # train (or reuse) it first: the distillation loads its run
             for k in opts.steps:
-                sampler, nets, secs = _student(ctx, method, process, k)
+                model, secs = _student(ctx, method, process, k)
                 entry = ModelEntry(method=method, sampler="student", steps=k, nfe=k, generate=None,
                                    process=process, teacher="trained", train_seconds=secs)
-                kernel = opts.student_kernel or getattr(sampler, "kernel", "duo")
+                kernel = opts.student_kernel or model.sampler.kernel
                 if process == "uniform":  # masked: both kernels have one law
                     entry.extra["kernel"] = kernel
-                entry.generate = _generator(sampler, nets, k, "ancestral", ctx, entry.extra,
-                                            kernel=opts.student_kernel)
+                entry.generate = token_generator(model, k, "ancestral", ctx, entry.extra, kernel=opts.student_kernel)
                 yield entry
 
     provide.__doc__ = (f"{method}: distilled students of the discrete teachers (one per process"

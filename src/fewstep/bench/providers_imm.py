@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from fewstep.bench.runner import BenchContext, ModelEntry, config_overrides, register
-from fewstep.build import build_trainer, data_shape
+from fewstep.bench.context import BenchContext, ModelEntry, config_overrides, fit_and_load, register
+from fewstep.build.trainers import build_trainer
 from fewstep.config import IMMCfg, RunConfig
 from fewstep.presets import get_preset, quick
 
@@ -60,13 +60,10 @@ def trained_imm(ctx: BenchContext):
     """Train (or resume / reuse) the dataset's IMM preset; cached as ``ctx.cache["imm"]``.
 
     Returns:
-        (method, nets, train_seconds): nets holds the EMA map under ``model`` in eval mode.
+        (TrainedModel, train_seconds): the EMA map, loaded back from the run folder.
     """
     if "imm" not in ctx.cache:
-        trainer = build_trainer(imm_config(ctx), progress=False)
-        summary = trainer.fit()
-        nets = {k: v.eval().requires_grad_(False) for k, v in trainer.ema.items()}
-        ctx.cache["imm"] = (trainer.method, nets, float(summary["train_seconds"]))
+        ctx.cache["imm"] = fit_and_load(build_trainer(imm_config(ctx), progress=False))
     return ctx.cache["imm"]
 
 
@@ -115,17 +112,13 @@ def teacher_budget_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
         return
     from fewstep.bench.providers import sampler_entries
 
-    _, _, imm_seconds = trained_imm(ctx)
-    trainer = build_trainer(budget_teacher_config(ctx, imm_seconds), progress=False)
-    summary = trainer.fit()
-    method, nets = trainer.method, {k: v.eval().requires_grad_(False) for k, v in trainer.ema.items()}
-    shape = data_shape(ctx.dataset)
+    _, imm_seconds = trained_imm(ctx)
+    model, secs = fit_and_load(build_trainer(budget_teacher_config(ctx, imm_seconds), progress=False))
 
     def gen_fn(sampler: str, steps: int):
-        return lambda n, g: method.generate(n, steps=steps, nets=nets, generator=g, sampler=sampler,
-                                            shape=shape, device=ctx.device)
+        return lambda n, g: model.sample(n, steps=steps, generator=g, sampler=sampler)
 
-    yield from sampler_entries(ctx, "teacher-budget", gen_fn, float(summary["train_seconds"]))
+    yield from sampler_entries(ctx, "teacher-budget", gen_fn, secs)
 
 
 @register("imm")
@@ -133,13 +126,11 @@ def imm_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
     """IMM at every k in --steps, pushforward and restart (datasets without an IMM preset yield nothing)."""
     if ctx.dataset not in IMM_PRESETS:
         return
-    method, nets, secs = trained_imm(ctx)
-    shape = data_shape(ctx.dataset)
+    model, secs = trained_imm(ctx)
     for sampler in ("pushforward", "restart"):
         for k in ctx.options.steps:
             def generate(n, g, k=k, sampler=sampler):
-                return method.generate(n, steps=k, nets=nets, generator=g, shape=shape, device=ctx.device,
-                                       sampler=sampler)
+                return model.sample(n, steps=k, generator=g, sampler=sampler)
 
             yield ModelEntry(method="imm", sampler=sampler, steps=k, nfe=k, generate=generate,
-                             train_seconds=secs, extra={"imm_options": method.config()})
+                             train_seconds=secs, extra={"imm_options": model.sampler.config()})

@@ -6,7 +6,7 @@ teacher (``trained_teacher``; rows tagged ``teacher="trained"``) and, on ``gmm8d
 folder). Runs live under ``ctx.runs_dir`` and are resumed or reused like the teacher's; ``--quick`` shrinks
 them (``quick_distill``) and ``train_scale`` multiplies their length. Each student is sampled with its own
 k-step sampler (``sampler="student"``, ``nfe = k``); ``train_seconds`` is the distillation's wall time (the
-oracle regression time is the extra field ``init_seconds``, the student's warm start (k <= 2 by default)
+oracle regression time is the extra field ``init_seconds``, the student's warm start (when the policy turns it on)
 ``warm_start_seconds``). On CUDA the distillations train under bf16 autocast (``DISTILL_TRAIN`` is fp32 for
 the CPU). ``distill_scale``, ``distill_set`` and ``distill_seed`` change the students (and name their run
 folders), e.g. for the posterior-vs-fresh re-noising ablation.
@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from fewstep.bench.context import BenchContext, ModelEntry, config_overrides, fit_and_load, register
 from fewstep.bench.providers import teacher_config, trained_teacher
-from fewstep.bench.runner import BenchContext, ModelEntry, config_overrides, register
-from fewstep.build import ORACLE, build_distillation, data_shape, distill_config, oracle_net
+from fewstep.build.distill import build_distillation, oracle_net
+from fewstep.build.distill_config import ORACLE, distill_config, resolve_distill
 from fewstep.config import DistillConfig, MMCfg, TrainCfg
 from fewstep.presets import quick_distill
 
@@ -45,20 +46,20 @@ def mm_config(ctx: BenchContext, method: str, k: int, teacher: str) -> DistillCo
         if opts.distill_scale is not None:
             name += f"-d{scale:g}"
     if opts.distill_set:
-        method_set, train_set = _overrides(opts.distill_set)
+        method_set, train_set = distill_overrides(opts.distill_set)
         cfg = replace(cfg, method=replace(cfg.method, **method_set), train=replace(cfg.train, **train_set))
-        name += "-" + "-".join(f"{k}={v}" for k, v in _flat_overrides(opts.distill_set).items())
+        name += "-" + "-".join(f"{k}={v}" for k, v in flat_distill_overrides(opts.distill_set).items())
     if opts.distill_seed is not None:
         cfg = replace(cfg, train=replace(cfg.train, seed=opts.distill_seed))
         name += f"-seed{opts.distill_seed}"
     if opts.quick:
         cfg = quick_distill(cfg)
     precision = "bf16" if ctx.device.type == "cuda" else cfg.train.precision  # bf16 autocast on GPUs
-    return replace(cfg, run_dir=str(ctx.runs_dir / f"{name}-{method}-k{k}"),
-                   train=replace(cfg.train, device=str(ctx.device), precision=precision))
+    return resolve_distill(replace(cfg, run_dir=str(ctx.runs_dir / f"{name}-{method}-k{k}"),
+                                   train=replace(cfg.train, device=str(ctx.device), precision=precision)))
 
 
-def _overrides(pairs: tuple[tuple[str, str], ...]) -> tuple[dict, dict]:
+def distill_overrides(pairs: tuple[tuple[str, str], ...]) -> tuple[dict, dict]:
     """``--distill-set`` pairs -> (MMCfg overrides, TrainCfg overrides); training fields are prefixed
     ``train.`` (e.g. ``train.ema_halflife_nimg=25600``)."""
     method = tuple((k, v) for k, v in pairs if not k.startswith("train."))
@@ -68,8 +69,8 @@ def _overrides(pairs: tuple[tuple[str, str], ...]) -> tuple[dict, dict]:
                              fixed=("device", "precision", "total_nimg", "seed", "betas")))
 
 
-def _flat_overrides(pairs: tuple[tuple[str, str], ...]) -> dict:
-    method, train = _overrides(pairs)
+def flat_distill_overrides(pairs: tuple[tuple[str, str], ...]) -> dict:
+    method, train = distill_overrides(pairs)
     return {**method, **{f"train.{k}": v for k, v in train.items()}}
 
 
@@ -82,19 +83,17 @@ def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:
         if cfg.method.mode == "alternating":  # the oracle itself runs on the CPU only
             cfg = replace(cfg, train=replace(cfg.train, device="cpu"))
     trainer = build_distillation(cfg, progress=False, regress_cache=cache)
-    summary = trainer.fit()
+    model, secs = fit_and_load(trainer)
     extra["warm_start_seconds"] = float(getattr(trainer, "warm_start_seconds", 0.0))
     extra["distill_seed"] = cfg.train.seed
     if ctx.options.distill_set:
-        extra["distill_options"] = _flat_overrides(ctx.options.distill_set)
-    student = trainer.ema["student"].eval().requires_grad_(False)
-    sampler, shape, device = trainer.method, data_shape(ctx.dataset), trainer.device
+        extra["distill_options"] = flat_distill_overrides(ctx.options.distill_set)
 
     def generate(n, g):
-        return sampler.generate(n, steps=k, nets={"student": student}, generator=g, shape=shape, device=device)
+        return model.sample(n, steps=k, generator=g)
 
     return ModelEntry(method=method, sampler="student", steps=k, nfe=k, generate=generate, teacher=teacher,
-                      train_seconds=float(summary["train_seconds"]), extra=extra)
+                      train_seconds=secs, extra=extra)
 
 
 def _provider(method: str):

@@ -1,6 +1,6 @@
 """report.md from results rows: quality-vs-NFE tables with standard errors, acceleration factors, wall clock.
 
-Acceleration factor (spec/benchmarks.md): for a model sampled with k steps, find the teacher NFE N at which
+Acceleration factor (docs/benchmarks.md): for a model sampled with k steps, find the teacher NFE N at which
 the teacher's best-sampler quality-vs-NFE curve reaches the model's value (log-linear interpolation between
 measured NFEs on the primary metric); acceleration = N / k. A model at least as good as the teacher at its
 largest NFE (within two standard errors) gets ">= N_max / k".
@@ -99,7 +99,7 @@ def _bases(r: dict, curves: dict[str, list]) -> list[str]:
     return ["teacher"]
 
 
-def _student_table(rows: list[dict], metric: str) -> list[str]:
+def student_table(rows: list[dict], metric: str) -> list[str]:
     """Each few-step model against its reference's best-sampler curve (``_bases``)."""
     students = [r for r in rows if r["metric"] == metric and r["method"] not in BASELINES]
     if not students:
@@ -132,14 +132,14 @@ SEQ_LENGTH = {"hmm-v32-l64": 64, "grid2d": 2, "tinyshakespeare-l128": 128}
 
 
 def discrete_student_table(rows: list[dict], metric: str) -> list[str]:
-    """Discrete few-step students against their process's teacher curve (benchmarks.md, "Acceleration").
+    """Discrete few-step students against their process's teacher curve (docs/benchmarks.md, "Acceleration").
 
     Columns: tokens per step L / k; the primary value; entropy and its relative difference from the teacher's
     at its largest NFE; the teacher at the same steps; the curve-based acceleration N / k (log-linear
     interpolation; ">= 1024/k" when within 2 SE of the teacher at its largest NFE). A student whose entropy
     differs from the teacher's by more than 2% gets no acceleration (a gain bought with lost diversity), nor does
     one more than 2 SE *better* than real data on a lower-is-better metric with a data row (``oracle_nll``
-    below the source's own value means collapsed, over-predictable samples; spec/benchmarks.md).
+    below the source's own value means collapsed, over-predictable samples; docs/benchmarks.md).
     """
     students = [r for r in rows if r["metric"] == metric and r["method"] not in BASELINES
                 and r.get("process") in ("masked", "uniform")]
@@ -225,7 +225,7 @@ def write_report(rows: list[dict], out: Path, *, command: str = "") -> Path:
                 "higher is better"
             lines += [f"### `{m}` ({arrow}; mean ± standard error over repeats)", ""] + _metric_table(rs, m) + [""]
         discrete = any(r.get("process") in ("masked", "uniform") for r in rs)
-        lines += discrete_student_table(rs, primary) if discrete else _student_table(rs, primary)
+        lines += discrete_student_table(rs, primary) if discrete else student_table(rs, primary)
         lines += ["### Wall clock", ""] + _clock_table(rs, primary) + [""]
         quality_vs_nfe(rs, primary, out / f"quality_vs_nfe_{dataset}.png", title=dataset)
     path = out / "report.md"

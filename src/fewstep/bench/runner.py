@@ -1,6 +1,6 @@
 """Runs a benchmark suite: trains (or resumes) the models, samples every (method, sampler, steps) with fixed
 evaluation seeds, computes the suite's metrics against fresh reference data and writes ``results.jsonl``
-rows in the schema of spec/benchmarks.md, sample figures, ``quality_vs_nfe_<dataset>.png`` and ``report.md``.
+rows in the schema of docs/benchmarks.md, sample figures, ``quality_vs_nfe_<dataset>.png`` and ``report.md``.
 
 Methods plug in through ``PROVIDERS``: a provider yields ``ModelEntry`` objects (one per sampler and step
 count) for a dataset; later methods (MM, IMM) register their own providers here.
@@ -14,134 +14,15 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
+from fewstep.bench.context import PROVIDERS, BenchContext, BenchOptions, ModelEntry
 from fewstep.bench.suites import SUITES, DatasetEval, make_eval
 from fewstep.data.source import seeded
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """Options of ``fewstep bench`` (see ``fewstep bench --help``)."""
-
-    suite: str
-    methods: tuple[str, ...] = ("teacher", "oracle")
-    steps: tuple[int, ...] = (1, 2, 4, 8)
-    """Sampling steps of few-step methods."""
-    teacher_nfe: tuple[int, ...] = (1, 2, 4, 8, 16, 64, 256, 1024)
-    """NFEs at which the teacher (and oracle) are sampled."""
-    samplers: tuple[str, ...] = ("ancestral", "ddim")
-    """Teacher samplers."""
-    quick: bool = False
-    device: str = "auto"
-    out: str = "bench_out"
-    seed: int = 0
-    """Evaluation seed (training seeds come from the presets)."""
-    repeats: int = 8
-    """Independent sample sets per configuration (standard errors come from them)."""
-    repeat_budget: int = 512
-    """At NFE n use clamp(repeat_budget / n, min_repeats, repeats) repeats (bounds CPU time at 1024 NFE)."""
-    min_repeats: int = 2
-    datasets: tuple[str, ...] | None = None
-    """Subset of the suite's datasets."""
-    runs_dir: str | None = None
-    """Where trained models live (default OUT/runs); re-running resumes or reuses them."""
-    teacher_presets: tuple[tuple[str, str], ...] = ()
-    """(dataset, preset) pairs overriding the default teacher preset of a dataset."""
-    train_scale: float = 1.0
-    """Multiplies every preset's training length (the demo uses a fraction)."""
-    distill_scale: float | None = None
-    """Multiplies the distillations' length (None: ``train_scale``)."""
-    distill_set: tuple[tuple[str, str], ...] = ()
-    """(field, JSON value) overrides of the distillation method config (e.g. ``("renoise", '"fresh"')``)."""
-    imm_set: tuple[tuple[str, str], ...] = ()
-    """(field, JSON value) overrides of the IMM method config (e.g. ``("group_size", "8")``)."""
-    distill_teachers: tuple[str, ...] = ("trained", "oracle")
-    """Teachers the students distill from: the trained teacher and (gmm8d only) the exact oracle."""
-    distill_seed: int | None = None
-    """Training seed of the distillations (None: the default config's)."""
-    n_samples: int | None = None
-    """Generated samples per repeat (None: the suite's default)."""
-    processes: tuple[str, ...] = ("masked", "uniform")
-    """Discrete suites: the noise processes whose teachers are trained and sampled."""
-    discrete_samplers: tuple[str, ...] = ("ancestral",)
-    """Discrete suites: teacher samplers (``ancestral``; ``greedy`` = greedy last step)."""
-    max_row_evals: int = 1_000_000
-    """Discrete suites: cap on network row evaluations per configuration (fewer samples at high NFE without a
-    cache; recorded in ``n_samples``)."""
-    evaluator_steps: int | None = None
-    """text-char: training steps of the causal evaluator (None: its default, 2,000; --quick: 50). A different
-    value is a different (separately cached) evaluator, so GenPPLs are comparable only at equal settings."""
-    student_kernel: str | None = None
-    """Discrete suites: uniform kernel of the distilled students' sampler (None: the one their run records)."""
-    command: str = ""
-
-
-@dataclass
-class ModelEntry:
-    """One sampled configuration of one model."""
-
-    method: str
-    sampler: str
-    steps: int
-    nfe: int
-    generate: Callable[[int, torch.Generator], Tensor]
-    process: str = "gaussian"
-    teacher: str | None = None
-    train_seconds: float | None = None
-    extra: dict = field(default_factory=dict)
-    """Extra row fields; ``generate`` may update it (e.g. the NFE a cached sampler actually spent)."""
-    n_samples: int | None = None
-    """Samples per repeat (None: the evaluator's)."""
-
-
-def config_overrides(pairs: tuple[tuple[str, str], ...], cls: type, *, flag: str,
-                     fixed: tuple[str, ...] = ("name",)) -> dict:
-    """``(field, JSON value)`` pairs -> overrides of the dataclass ``cls``; values that are not JSON are bare
-    words (``renoise=fresh``). Unknown or ``fixed`` fields are a clear error naming ``flag``."""
-    import dataclasses
-
-    fields = {f.name for f in dataclasses.fields(cls)} - set(fixed)
-    out = {}
-    for k, v in pairs:
-        if k not in fields:
-            kind = cls.__name__.removesuffix("Cfg")
-            raise ValueError(f"{flag}: {k!r} is not a settable {kind} option; choose from {sorted(fields)}")
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
-    return out
-
-
-@dataclass
-class BenchContext:
-    """What providers see: the options, the dataset, the device and a cache shared between providers."""
-
-    options: BenchOptions
-    dataset: str
-    device: torch.device
-    runs_dir: Path
-    cache: dict = field(default_factory=dict)
-
-
-Provider = Callable[[BenchContext], Iterator[ModelEntry]]
-PROVIDERS: dict[str, Provider] = {}
-
-
-def register(name: str) -> Callable[[Provider], Provider]:
-    """Decorator registering a bench provider under a method name."""
-
-    def deco(fn: Provider) -> Provider:
-        PROVIDERS[name] = fn
-        return fn
-
-    return deco
 
 
 def git_sha() -> str:
@@ -274,7 +155,7 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     import fewstep.bench.providers_imm  # noqa: F401  (imm)
     import fewstep.bench.providers_mm  # noqa: F401  (mm-alternating, mm-instant)
     from fewstep.bench.report import write_report
-    from fewstep.build import resolve_device
+    from fewstep.build.device import resolve_device
 
     if opts.suite not in SUITES:
         raise ValueError(f"unknown suite {opts.suite!r}; choose one of {sorted(SUITES)}")

@@ -1,4 +1,4 @@
-"""Benchmark evaluators of the discrete suites (spec/benchmarks.md: text-hmm, grid2d, text-char).
+"""Benchmark evaluators of the discrete suites (docs/benchmarks.md: text-hmm, grid2d, text-char).
 
 - ``HMMEval`` (text-hmm): ``oracle_nll`` (exact source NLL per token; lower than the source's own value means
   collapse), ``entropy`` (mean per-sample unigram entropy), ``ngram_tv1..3`` (TV of pooled 1/2/3-gram
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from fewstep.bench.suites import DatasetEval, MetricSpec
+from fewstep.bench.evaluation import DatasetEval, MetricSpec
 from fewstep.config import DataCfg
 from fewstep.data.source import seeded
 
@@ -30,7 +30,7 @@ TEXT_BENCH_DATA: dict[str, DataCfg] = {
     "grid2d": DataCfg(name="grid2d", length=2),
     "tinyshakespeare-l128": DataCfg(name="text-char", length=128),
 }
-"""Datasets of the discrete suites by their benchmark name (``build_discrete.dataset_id``)."""
+"""Datasets of the discrete suites by their benchmark name (``build.datasets.dataset_id``)."""
 
 
 def _se(values: Tensor) -> float:
@@ -46,7 +46,7 @@ class HMMEval(DatasetEval):
     process = "none"
 
     def __init__(self, name: str, cfg: DataCfg, n_samples: int = 4000) -> None:
-        from fewstep.build_discrete import make_hmm_for
+        from fewstep.build.datasets import make_hmm_for
 
         self.name, self.cfg, self.n_samples = name, cfg, n_samples
         self.shape = (cfg.length,)
@@ -134,7 +134,7 @@ class CharEval(DatasetEval):
 
     def __init__(self, name: str, cfg: DataCfg, n_samples: int = 1000, cache_dir: str | None = None,
                  device: str = "cpu", evaluator_steps: int | None = None) -> None:
-        from fewstep.build_discrete import char_data
+        from fewstep.build.datasets import char_data
         from fewstep.metrics.text_evaluator import train_causal_evaluator
 
         self.name, self.cfg, self.n_samples = name, cfg, n_samples

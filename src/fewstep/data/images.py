@@ -2,7 +2,7 @@
 
 Every loader returns ``(x [N, C, H, W] float32 in [-1, 1], labels [N] int64)``. Raw uint8 pixels map to
 model space with ``from_uint8`` (v / 127.5 - 1) and back with ``to_uint8``. How to obtain the files is in
-``spec/resources.md``; a missing file raises ``FileNotFoundError`` naming the file and the command.
+``docs/resources.md``; a missing file raises ``FileNotFoundError`` naming the file and the command.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from fewstep.methods.base import Batch
+Batch = dict[str, Tensor]
+"""A training batch: ``{"x": [B, ...]}`` plus optional ``"label": [B]`` (int64)."""
+
 
 
 def seeded(*keys: int) -> torch.Generator:

@@ -1,7 +1,7 @@
 """Real text: character vocabularies, Tiny Shakespeare, the offline GPT-2 BPE, token memmaps and token sources.
 
 Nothing here downloads. Files are found on local paths; a missing file or package raises an error saying how to
-obtain it (spec/resources.md). Token sources return int64 ``x`` and follow the position-addressable contract of
+obtain it (docs/resources.md). Token sources return int64 ``x`` and follow the position-addressable contract of
 ``fewstep.data.source``: a batch is a pure function of (seed, global position).
 """
 
@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fewstep.data.source import DataSource, EpochOrder, SamplerSource, seeded
-from fewstep.methods.base import Batch
+from fewstep.data.source import Batch, DataSource, EpochOrder, SamplerSource, seeded
 
 SHAKESPEARE_HOWTO = ("copy it with `cp ../shared/data/tinyshakespeare.txt data/` from the project root, "
                      "or run scripts/get_resources.sh")

@@ -1,6 +1,6 @@
 """Analytic toy data: Gaussian mixtures with an exact denoiser, a 2-D checkerboard and a 2-D spiral.
 
-The exact GMM denoiser follows spec/continuous.md section 7: under z_t = alpha x + sigma eps each component
+The exact GMM denoiser follows docs/oracles.md: under z_t = alpha x + sigma eps each component
 N(mu_k, Sigma_k) becomes N(alpha mu_k, C_k), C_k = alpha^2 Sigma_k + sigma^2 I, and
 E[x | z_t] = sum_k r_k(z) m_k(z) with m_k = mu_k + alpha Sigma_k C_k^{-1} (z - alpha mu_k). Everything is
 float64, with log-sum-exp responsibilities and Cholesky solves.

@@ -64,7 +64,7 @@ class LatentNoise(nn.Module):
     """A latent-mixture student as a plain denoiser for the samplers: every call draws fresh
     eps ~ N(0, I) [B, L, latent_dim] (float64 from its own generator, then float32) and passes it to ``denoiser``.
 
-    Each sampler step is then a mixture of factorised distributions E_eps prod_l Cat(G^l(eps)) (spec/discrete.md
+    Each sampler step is then a mixture of factorised distributions E_eps prod_l Cat(G^l(eps)) (docs/methods/*
     section 3). Its output depends on eps, so it reports ``time_conditioned = True`` (no caching).
     """
 

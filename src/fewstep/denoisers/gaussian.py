@@ -4,7 +4,7 @@ The backbone sees a unit-variance input c_in z_t and the time(s); its output is 
 chosen parametrisation. Preconditioning coefficients are computed in float32 (float64 -> float32 at the
 end) and the backbone output is cast to float32 before the skip, so bf16 autocast never touches them.
 
-Parametrisations (spec/continuous.md sections 0-1):
+Parametrisations (docs/concepts.md, docs/methods/gaussian-diffusion.md):
 - ``edm``: D = c_skip z + c_out F with c_skip = alpha sd^2 / (alpha^2 sd^2 + sigma^2),
   c_out = sigma sd / sqrt(alpha^2 sd^2 + sigma^2) (EDM preconditioning written in t; well defined at t = 1).
 - ``x0``: D = F. ``eps``: D = (z - sigma F)/alpha. ``v``: D = (alpha z - sigma F)/(alpha^2 + sigma^2).

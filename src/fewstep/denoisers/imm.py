@@ -1,12 +1,12 @@
 """The two-time map f_{s,t}: x_t -> x_s of Inductive Moment Matching (Zhou, Ermon, Song, ICML 2025, arXiv
-2503.07565; spec/continuous.md section 4), re-implemented from the paper.
+2503.07565; docs/methods/imm.md), re-implemented from the paper.
 
 Interpolant x_t = alpha_t x + sigma_t sigma_d eps (prior N(0, sigma_d^2 I)). A backbone G with two time inputs
 gives the denoiser g = c_skip(t) x_t + c_out(t) G(c_in(t) x_t, t, second) and the map is its DDIM step
 
     f_{s,t}(x_t) = ddim(x_t, g, src_t=t, dst_s=s) = c_skip(s, t) x_t + c_out(s, t) G,
 
-with c_in(t) = 1 / (sigma_d sqrt(alpha_t^2 + sigma_t^2)) and (table of the spec):
+with c_in(t) = 1 / (sigma_d sqrt(alpha_t^2 + sigma_t^2)) and (table of docs/methods/imm.md):
 
 - identity:   c_skip(t) = 0, c_out(t) = 1; c_skip(s,t) = sigma_s/sigma_t, c_out(s,t) = alpha_s - sigma_s alpha_t/sigma_t
 - simple-edm: c_skip(t) = alpha_t/n^2, c_out(t) = -sigma_d sigma_t/n with n^2 = alpha_t^2 + sigma_t^2;

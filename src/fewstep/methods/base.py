@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-Batch = dict[str, Tensor]
-"""A training batch: ``{"x": [B, ...]}`` plus optional ``"label": [B]`` (int64)."""
+from fewstep.data.source import Batch
 
 
 @dataclass(frozen=True)

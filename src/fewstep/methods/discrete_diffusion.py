@@ -1,5 +1,5 @@
 """Discrete diffusion teacher training: the continuous-time NELBO of the masked (MDLM) or uniform (Duo/UDLM)
-process (spec/discrete.md sections 1-2).
+process (docs/methods/masked-diffusion.md, uniform-diffusion.md).
 
 Masked: L(x) = lambda(t) sum_{l: z_t^l = m} -log x_theta^l(z_t, t)[x^l], lambda = -alpha'/(1 - alpha), with one
 stratified t and one z_t per sequence; masked positions are selected with ``torch.where`` on a finite value
@@ -71,8 +71,8 @@ class DiscreteDiffusion(Method):
         Masked teachers cache per row when time-free. ``return_stats``: also return the sampler's stats.
         ``options["temperature"]``: sampling temperature of the denoiser (default 1).
         """
-        tokens, stats = sample_discrete(nets["model"], n, self.length, uniform_grid(steps), generator=generator,
-                                        device=device, final=final, batch_size=batch_size,
+        tokens, stats = sample_discrete(nets["model"], (n, self.length), grid=uniform_grid(steps),
+                                        generator=generator, device=device, final=final, batch_size=batch_size,
                                         temperature=float(options.get("temperature", 1.0)))
         return (tokens, stats) if return_stats else tokens
 

@@ -1,5 +1,5 @@
 """Discrete Moment Matching distillation, D-MMD (Hoogeboom, Ruhe, Heek, Mensink, Salimans, arXiv 2603.20155;
-spec/discrete.md section 4). No official code: the equations follow the spec, whose structure mirrors the
+docs/methods/dmmd.md). No official code: the equations follow docs/methods/dmmd.md, whose structure mirrors the
 continuous alternating MM (``methods.mm``) with squared error replaced by the KL Bregman divergence.
 
 Min-max, x ~ generator, z_s ~ q(z_s | z_t, x):
@@ -19,7 +19,7 @@ P: positions masked in z_s (masked process; the others are copied by SUBS in all
 (uniform). w = lambda(s) = -alpha'/(1 - alpha) (masked, clamped) or 1 (uniform). The generator gradient pushes
 p toward tokens the teacher rates above the auxiliary (which sits halfway between the generator's conditional
 mean and the teacher): the discrete analogue of MM's <x~, sg(A - x^)>. In the squared-error case with one-hot
-x these are exactly MM's losses (tested). Masked generators need extra noise (spec: CIFAR-10 FID 151 -> 22 with
+x these are exactly MM's losses (tested). Masked generators need extra noise (the paper: CIFAR-10 FID 151 -> 22 with
 it); ``latent_dim`` gives the student the eps input of ``nets.text_dit`` (zero-initialised).
 
 Sampling kernel (``kernel``): the student is trained as a generator of x given z_t, with z_s ~ q(z_s | z_t, x)
@@ -27,8 +27,8 @@ for x ~ Cat(G): exactly the ``sample-x`` kernel of ``samplers.discrete.sample_un
 (``duo``, kept as an option) plugs the soft G into the one-hot posterior, which draws its clean token from
 G(x) q_t(z_t | x) / Z: the current token's evidence, already in G, is counted twice. For the exact posterior
 G = p(x0 | z_t) of a single-token source sample-x reproduces the data law at every k, Duo's kernel does not
-(on the 7-token law of tests/test_dmmd_kernel.py: exact TV 0.131 / 0.175 at k = 2 / 4; both are exact at
-k = 1, where alpha(1) = 0). Masked process: both kernels have one law.
+(on the 7-token law of tests/test_dmmd_kernel.py Duo's kernel misses the law at k = 2 and 4, TVs in
+benchmarks/defaults.md, tests; both are exact at k = 1, where alpha(1) = 0). Masked process: both kernels have one law.
 
 Teacher moment (``teacher_moment``, uniform process). The moment condition is E_g[x | z_s] = E_data[x | z_s],
 the posterior mean (the auxiliary, trained by cross-entropy on x, learns E_g[x | z_s]). A NELBO-trained uniform
@@ -58,8 +58,10 @@ from torch import Tensor, nn
 from fewstep import rng
 from fewstep.denoisers.categorical import CategoricalDenoiser
 from fewstep.methods.base import Batch, LossOutput, Method, Phase
-from fewstep.methods.idlm import Final, sample_student_denoiser
+from fewstep.methods.idlm import Final
 from fewstep.processes.categorical import inverse_cdf
+from fewstep.samplers.discrete import sample_token_student
+from fewstep.samplers.grids import uniform_grid
 
 Weighting = Literal["auto", "elbo", "flat"]
 Kernel = Literal["sample-x", "duo"]
@@ -117,11 +119,14 @@ class DiscreteMMD(Method):
             for) or ``duo`` (the teacher's; over-counts the current token). Masked: both have one law.
         teacher_moment: uniform process: ``posterior`` (default: the teacher's posterior mean, its leave-one-out
             output reweighted by the current token's likelihood) or ``denoiser`` (its output as is).
+        gap: ``uniform`` (default): t - s ~ U(0, 1/k]; ``fixed``: t = min(t_max, s + 1/k), the gap the k-step
+            sampler takes (as ``methods.mm``'s option).
     """
 
     def __init__(self, teacher: CategoricalDenoiser, student: CategoricalDenoiser, aux: CategoricalDenoiser, *,
                  length: int, k: int = 4, weighting: Weighting = "auto", weight_max: float = 1e3,
-                 kernel: Kernel = "sample-x", teacher_moment: Literal["posterior", "denoiser"] = "posterior") -> None:
+                 kernel: Kernel = "sample-x", teacher_moment: Literal["posterior", "denoiser"] = "posterior",
+                 gap: Literal["uniform", "fixed"] = "uniform") -> None:
         super().__init__()
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer, got {k}")
@@ -131,6 +136,9 @@ class DiscreteMMD(Method):
         if teacher_moment not in ("posterior", "denoiser"):
             raise ValueError(f"unknown teacher_moment {teacher_moment!r}; use posterior or denoiser")
         self.teacher_moment = teacher_moment
+        if gap not in ("uniform", "fixed"):
+            raise ValueError(f"unknown gap {gap!r}; use uniform or fixed")
+        self.gap = gap
         if aux.latent_dim:
             raise ValueError("the auxiliary denoiser takes no latent noise")
         self.teacher = teacher.eval().requires_grad_(False)
@@ -155,6 +163,8 @@ class DiscreteMMD(Method):
         lo, hi = p.t_min, p.t_max
         s = lo + (hi - lo) * rng.rand((n,), generator=generator, device=dev, dtype=torch.float64)
         gap = (1.0 - rng.rand((n,), generator=generator, device=dev, dtype=torch.float64)) / self.k
+        if self.gap == "fixed":  # drawn all the same, so that both options see one random stream
+            gap = torch.full_like(gap, 1.0 / self.k)
         t = (s + gap.clamp_min(1e-6)).clamp(max=hi)
         s = torch.minimum(s, t - 1e-6)
         return DMMDDraw(s=s, t=t, z_t=p.add_noise(x0, t, generator=generator))
@@ -252,11 +262,12 @@ class DiscreteMMD(Method):
         kernel = options.get("kernel")
         kernel = self.kernel if kernel is None else check_kernel(kernel)
         temperature = float(options.get("temperature", 1.0))  # type: ignore[arg-type]
-        return sample_student_denoiser(nets["student"], n, self.length, steps or self.k, generator=generator,
-                                       device=device, final=final, batch_size=batch_size, return_stats=return_stats,
-                                       kernel=kernel, temperature=temperature)
+        tokens, stats = sample_token_student(nets["student"], (n, self.length), grid=uniform_grid(steps or self.k),
+                                             generator=generator, device=device, final=final, batch_size=batch_size,
+                                             kernel=kernel, temperature=temperature)
+        return (tokens, stats) if return_stats else tokens
 
     def config(self) -> dict:
         return {"process": self.process.kind, "length": self.length, "k": self.k, "weighting": self.weighting,
                 "weight_max": self.weight_max, "latent_dim": self.student.latent_dim, "kernel": self.kernel,
-                "teacher_moment": self.teacher_moment}
+                "teacher_moment": self.teacher_moment, "gap": self.gap}

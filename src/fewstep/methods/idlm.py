@@ -1,5 +1,5 @@
 """IDLM: inverse distillation of a discrete diffusion teacher (Li, Gushchin et al., ICML 2026, arXiv 2602.19066;
-spec/discrete.md section 3).
+docs/methods/idlm.md).
 
 Objective: L_IDLM(theta) = L(f*, p_theta) - min_f L(f, p_theta) >= 0, with L(f, p) the teacher's own training
 loss (its NELBO) on samples of p. It vanishes iff p_theta is the teacher's distribution. Three networks: the
@@ -29,9 +29,9 @@ the student loss is mask-only: -lambda sum_{l masked} <G^l, a^l>, a = log f* - l
 gradient is -lambda G (a - <G, a>): tokens the teacher likes more than the fake are promoted. The dependence
 through the hard context tokens is dropped (the paper's implicit stop-gradient).
 
-NaN trap (spec section 9): at visible positions both log f* and log f are -inf off the carried token, so
-a = NaN there; ``where(mask, <G, a>, 0)`` gives correct values but NaN gradients. Every product here uses
-real-token columns of *masked* positions only: ``where`` is applied to log f and a before any product.
+NaN trap (docs/methods/idlm.md, calibration): at visible positions both log f* and log f are -inf off the
+carried token, so a = NaN there; ``where(mask, <G, a>, 0)`` gives correct values but NaN gradients. Every
+product here uses real-token columns of *masked* positions only: ``where`` is applied to log f and a before any product.
 
 Uniform (Duo) process, as in the paper: w = a~_t G + s~_t xi with a~_t the Gaussian scale whose argmax has the
 teacher's keep probability alpha(t) (``GaussianConnection``); z_in = softmax(w / tau) feeds teacher and fake, z_obs
@@ -45,12 +45,13 @@ with importance weights q_t(z | e_v) / q_t(z | G) (``uniform_rb_terms``, exact i
 dependence is dropped as in the masked case.
 
 Why hard is the default (tests/test_idlm_fixed_point.py). For a *soft* G the law of argmax(a~_t G + s~_t xi) is
-not q_t(. | G) = alpha_t G + (1 - alpha_t)/N (the connection matches marginals for one-hot x only): TV 0.22 / 0.08 /
-0.06 / 0.03 at t = 0.001 / 0.1 / 0.5 / 0.7 on an 8-token G. The relaxed fake's exact minimiser is then the mixture of
-the student's G reweighted by P_relaxed(z | G) / q_t(z | G), not the teacher, and the expected relaxed student
-gradient at student law = data law is nonzero (the data law is not a fixed point; one-token test: norm 0.011 to
-0.013, as large as the hard gradient of a student 0.16 N(0, 1) logits off the data). The hard corruption has law
-q_t(. | G) exactly: at the data law the fake's minimiser is the teacher and the expected gradient vanishes.
+not q_t(. | G) = alpha_t G + (1 - alpha_t)/N (the connection matches marginals for one-hot x only); the gap is
+largest at small t and shrinks as t grows. The relaxed fake's exact minimiser is then the mixture of the student's G
+reweighted by P_relaxed(z | G) / q_t(z | G), not the teacher, and the expected relaxed student gradient at student
+law = data law is nonzero (the data law is not a fixed point; in the one-token test it is as large as the hard
+gradient of a student moved off the data). The hard corruption has law q_t(. | G) exactly: at the data law the
+fake's minimiser is the teacher and the expected gradient vanishes. (Values: benchmarks/defaults.md, tests;
+benchmarks/idlm.md.)
 
 Which clean-token law of a uniform student is judged (``uniform_law``, an option of ours). The teacher's Duo
 kernel plugs the denoiser x_hat into the one-hot posterior; rewritten, p(z_s | z_t, x_hat) = sum_x
@@ -63,16 +64,16 @@ counts the current token a second time once IDLM has taught G to use it, which o
 training and inference see one law, and the student can stay a leave-one-out denoiser.
 
 Design decisions:
-- Time coupling. With t independent of t~ (the spec) the objective is L_IDLM of the mixture over t~, and the
+- Time coupling. With t independent of t~ (the paper) the objective is L_IDLM of the mixture over t~, and the
   student at t~ ~ 1 (all-mask input) is a one-step product distribution judged on joint structure: the
-  mode-seeking objective then trades coverage for validity (grid2d: a factorised student keeps TV 0.50 at 1,
-  2 and 4 steps, its marginals shrink to a valid product set; at a slow student LR the latent-noise student
+  mode-seeking objective then trades coverage for validity (grid2d: a factorised student does not improve from 1
+  to 4 steps, its marginals shrink to a valid product set; at a slow student LR the latent-noise student
   stays there too). ``time_coupling="shared"`` uses t = t~, a per-noise-level form: each level's generator is
   judged at the level it was fed, so the nearly-all-mask generator is judged mostly on marginals (grid2d
-  ablation in BENCHMARKS.md).
+  ablation: benchmarks/idlm.md, IDLM calibration on grid2d).
 - The student's *input* is the discrete forward process applied to real data (hard tokens, both processes): it
   is the exact marginal the teacher was trained on and exactly what the sampler feeds it at inference (the
-  spec's relaxed softmax(w~/tau) input at tau = 1e-3 is a near one-hot of the same law).
+  paper's relaxed softmax(w~/tau) input at tau = 1e-3 is a near one-hot of the same law).
 - Nested coupling (``time_coupling="nested"``, masked only, an option of ours, not the paper's): the judged
   state is one step of the teacher's own sampler from the student's input, z_s ~ q(z_s | z~, x ~ G) with
   s ~ U(max(t~ - Delta, t_min), t~) (``nested_step`` = Delta, e.g. 1/K): every real token of z~ stays visible,
@@ -97,11 +98,11 @@ import torch
 from torch import Tensor, nn
 
 from fewstep import rng
-from fewstep.denoisers.categorical import CategoricalDenoiser, LatentNoise
+from fewstep.denoisers.categorical import CategoricalDenoiser
 from fewstep.methods.base import Batch, LossOutput, Method, Phase
 from fewstep.processes.categorical import inverse_cdf, stratified_t
 from fewstep.processes.gaussian_connection import GaussianConnection
-from fewstep.samplers.discrete import sample_discrete
+from fewstep.samplers.discrete import sample_token_student
 from fewstep.samplers.grids import uniform_grid
 
 Final = Literal["ancestral", "greedy", "none"]
@@ -218,7 +219,7 @@ class IDLM(Method):
             weight_max: clamp of lambda(t) (masked). t_band: (lo, hi) range of the corruption time t (default: the
             process's training range; both processes and both uniform estimators; with ``time_coupling="shared"``
             t = t~ clamped into it).
-        time_coupling: ``independent`` (the spec: t and the student-input time t~ independent; the loss is then
+        time_coupling: ``independent`` (the paper: t and the student-input time t~ independent; the loss is then
             an unbiased estimate of L_IDLM for the mixture p_theta = E_t~ p_theta^t~), ``shared`` (t = t~: each
             noise level's generator p_theta^t is judged at that same level, sum_t lambda(t) E KL between its and
             the teacher's denoising posteriors; also zero iff every p_theta^t is the data) or ``nested`` (masked
@@ -300,7 +301,7 @@ class IDLM(Method):
     def corruption_time(self, n: int, generator: torch.Generator, device) -> Tensor:
         """[n] stratified times in ``t_band`` (float64), randomly permuted over the batch: stratification is in
         row order, so without the permutation row i would get t ~ t~ ~ i/B (strongly correlated with the
-        student's input time instead of independent; a 12% bias of the loss on an exact toy)."""
+        student's input time instead of independent; a clear bias of the loss on an exact toy, benchmarks/idlm.md)."""
         t = stratified_t(n, *self.t_band, generator=generator, device=device)
         return t[torch.randperm(n, generator=generator, device=generator.device).to(t.device)]
 
@@ -421,10 +422,11 @@ class IDLM(Method):
                  **options: object):
         """``n`` samples [n, L] (int64): the teacher's ancestral sampler with the student as denoiser (options:
         ``kernel``, uniform process, default ``duo``; ``temperature``, default 1)."""
-        return sample_student_denoiser(nets["student"], n, self.length, steps or self.steps, generator=generator,
-                                       device=device, final=final, batch_size=batch_size, return_stats=return_stats,
-                                       kernel=str(options.get("kernel", "duo")),
-                                       temperature=float(options.get("temperature", 1.0)))
+        tokens, stats = sample_token_student(nets["student"], (n, self.length), grid=uniform_grid(steps or self.steps),
+                                             generator=generator, device=device, final=final, batch_size=batch_size,
+                                             kernel=str(options.get("kernel", "duo")),
+                                             temperature=float(options.get("temperature", 1.0)))  # type: ignore[arg-type]
+        return (tokens, stats) if return_stats else tokens
 
     def config(self) -> dict:
         return {"process": self.process.kind, "length": self.length, "steps": self.steps, "tau": self.tau,
@@ -437,26 +439,3 @@ class IDLM(Method):
 def _entropy(probs: Tensor) -> Tensor:
     """Mean per-position entropy (nats) of [B, L, N] probabilities."""
     return -(probs * probs.clamp_min(1e-30).log()).sum(-1).mean()
-
-
-def sample_student_denoiser(student: CategoricalDenoiser, n: int, length: int, steps: int, *,
-                            generator: torch.Generator, device: torch.device | str = "cpu",
-                            final: Final = "ancestral", batch_size: int | None = 512, return_stats: bool = False,
-                            kernel: str = "duo", temperature: float = 1.0):
-    """The teacher's ancestral sampler (``sample_discrete``) on the uniform ``steps``-step grid with a distilled
-    student as denoiser. A latent-mixture student draws fresh noise at every call from a generator seeded by
-    ``generator`` (so the tokens are a pure function of it); it is never cached.
-
-    ``kernel`` (uniform process): ``duo`` (default: the teacher's kernel, as the spec prescribes; right for a
-    student that stays close to the teacher's leave-one-out denoiser) or ``sample-x`` (x ~ Cat(G), then the exact
-    posterior of that x; right for a student that has become a generator of x given z_t). Neither is exact for a
-    student in between; grid2d measurements of both are in BENCHMARKS.md. For the masked process both kernels
-    have the same law. ``temperature``: the student's sampling temperature (``denoisers.categorical.Tempered``;
-    a latent-mixture student is tempered per noise draw)."""
-    den: nn.Module = student
-    if student.latent_dim:
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-        den = LatentNoise(student, torch.Generator(device=device).manual_seed(seed))
-    tokens, stats = sample_discrete(den, n, length, uniform_grid(steps), generator=generator, device=device,
-                                    final=final, batch_size=batch_size, kernel=kernel, temperature=temperature)
-    return (tokens, stats) if return_stats else tokens

@@ -1,5 +1,5 @@
 """Inductive Moment Matching (Zhou, Ermon, Song, ICML 2025, arXiv 2503.07565): few-step generation trained from
-scratch, no teacher (spec/continuous.md section 4 and its IMM calibration notes). Re-implemented from the paper.
+scratch, no teacher (docs/methods/imm.md, with its calibration notes). Re-implemented from the paper.
 
 Per iteration, the batch of B real samples is split into B/M groups of M particles; a group shares (s, r, t):
 
@@ -11,7 +11,8 @@ Per iteration, the batch of B real samples is split into B/M groups of M particl
     loss = mean over groups of  w(s, t) MMD^2_group(y_t, y_r)
 
 with MMD^2 = M^-2 sum_{j,k} [k(y_t^j, y_t^k) + k(y_r^j, y_r^k) - 2 k(y_t^j, y_r^k)] (the paper's estimator: the
-diagonal j = k is kept in all three sums; dropping the cross diagonal was measured harmful), the kernel
+diagonal j = k is kept in all three sums; dropping the cross diagonal was measured harmful: benchmarks/imm.md,
+steps diagnosis and ablations), the kernel
 
     laplace: exp(-w~ max(||a - b||, 1e-8) / D)   rbf: exp(-w~^2 ||a - b||^2 / D)   sqdist: -w~^2 ||a - b||^2 / D
     energy: -w~ ||a - b|| / D  (the distance kernel: MMD^2 = energy distance, the D -> inf limit of laplace)
@@ -21,17 +22,18 @@ with w~ = 1 / |c_out(s, t)| and D = ``dim_divisor`` (default: elements per sampl
     w(s, t) = 1/2 sigmoid(b - lambda_t) (-d lambda / dt) alpha_t^a / (alpha_t^2 + sigma_t^2).
 
 Times and coefficients are float64. The weight is evaluated with t clamped into [1e-6, 1 - 1e-6] (it is 0 * inf at
-t = 0). With ``min_gap`` > 0, r = max(s, min(t - min_gap, r_eta)) keeps t - r resolvable (the spec's fp16 fix).
+t = 0). With ``min_gap`` > 0, r = max(s, min(t - min_gap, r_eta)) keeps t - r resolvable (the paper's fp16 fix).
 
-Samplers (``samplers.imm``): pushforward and restart on the spec's grids; ``generate`` uses them.
+Samplers (``samplers.imm``): pushforward and restart on the paper's grids; ``generate`` uses them.
 
 Class-conditional IMM: with ``label_dropout`` = p each particle's label is replaced by the null label
 ``num_classes`` with probability p (the same label in y_t and y_r), which trains the unconditional map. Sampling
 with ``guidance`` = w then guides the *network output* (the paper's choice): f = c_skip x + c_out G_w with
 G_w = G(null) + w (G(c) - G(null)) (``IMMMap.guided``); refused for a map trained without label dropout.
 
-What we measured (BENCHMARKS.md, IMM diagnosis): the V-statistic's expectation is (M-1)/M MMD^2 + (2/M)
-E[k(y,y) - k(y_t^j, y_r^j)], a population MMD plus a *paired* consistency term between particles sharing (x, eps).
+Why these defaults (measured: benchmarks/imm.md, "Why quality changed with steps"): the V-statistic's expectation
+is (M-1)/M MMD^2 + (2/M) E[k(y,y) - k(y_t^j, y_r^j)], a population MMD plus a *paired* consistency term between
+particles sharing (x, eps).
 The paired term carries most of the training signal (the unbiased ``estimator="u"`` fails) but pulls f_{s,t}(x_t)
 towards a point estimate of the random target f_{s,r}(x_r), a contraction whose bias grows with the gap t - r:
 k = 8 (large gaps) gave under-dispersed samples, k = 12 fixes most of it. Chained pushforward steps compound the
@@ -126,7 +128,7 @@ class InductiveMomentMatching(Method):
         group_size: M particles per group (the batch must be a multiple). k: the r(s, t) mapping parameter.
         k_end: if set, k moves linearly from ``k`` to ``k_end`` over training (a curriculum: coarse induction
             steps early, small t - r gaps, hence a smaller paired-term bias, late).
-        t_min, t_max: t ~ U(t_min, T) (spec: 0.006 for pixels / 0 for latents; T = 0.994 flow, 0.996 cosine).
+        t_min, t_max: t ~ U(t_min, T) (the paper: 0.006 for pixels / 0 for latents; T = 0.994 flow, 0.996 cosine).
         eta_max, eta_min, min_gap: see ``r_of``. kernel, dim_divisor, estimator: see ``group_mmd2``.
         bandwidth_floor: w~ = 1 / max(|c_out(s, t)|, bandwidth_floor * sigma_d) (0: the paper's 1 / |c_out|).
         weight_a, weight_b: a and b of w(s, t). conditional: feed batch labels to the backbone.
@@ -230,7 +232,7 @@ class InductiveMomentMatching(Method):
                  device: torch.device | str = "cpu", sampler: str | None = None, guidance: float | None = None,
                  **options: object) -> Tensor:
         """``n`` samples [n, *shape] float64 with ``sampler`` (``IMM_SAMPLERS``; default: the method's)
-        in ``steps`` steps on the spec's grid (``grid="edm"``: an EDM rho = 7 grid in eta).
+        in ``steps`` steps on the paper's grid (``grid="edm"``: an EDM rho = 7 grid in eta).
 
         ``guidance`` = w: classifier-free guidance of the network output, G(null) + w (G(c) - G(null)), for the
         labels ``cond`` [n] (needs a class-conditional map trained with label dropout; one doubled batch per
@@ -246,8 +248,8 @@ class InductiveMomentMatching(Method):
         kind = "edm" if options.get("grid") == "edm" else "uniform"
         grid = imm_grid(steps, self.schedule, t_max=self.t_max, t_min=self.t_min, two_step=self.two_step,
                         kind=kind)
-        return sample_imm(nets["model"], (n, *shape), grid, generator=generator, sampler=sampler or self.sampler,
-                          device=device, cond=cond, guidance=guidance, null_label=self.num_classes)
+        return sample_imm(nets["model"], (n, *shape), grid=grid, generator=generator, device=device, cond=cond,
+                          sampler=sampler or self.sampler, guidance=guidance, null_label=self.num_classes)
 
     def check_guidance(self) -> None:
         """Raise (one line) unless this map can be guided: class-conditional and trained with label dropout."""

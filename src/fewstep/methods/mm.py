@@ -2,7 +2,7 @@
 
 A k-step student G(z_t, t) -> x~ (a *sample*, not a mean) is trained so that along its own stochastic
 sampler the conditional mean of its samples matches the frozen teacher: E_g[x~ | z_s] = T(z_s, s) for all s
-(spec/continuous.md section 2). Per iteration, on forward-diffused *real* data:
+(docs/methods/mm.md). Per iteration, on forward-diffused *real* data:
 
     s ~ U(s_min, 1), clamped to >= s_floor;  t = min(1, s + U(0, 1/k))    # random gap, not the sampler grid
                                               (gap_low > 0: U(gap_low/k, 1/k]; gap="fixed": exactly 1/k)
@@ -20,19 +20,20 @@ Modes:
 - ``alternating``: phases ("aux", trains aux) then ("student", trains student) every iteration, 1:1. Both
   phases see the iteration's data batch with independent times and noise (the trainer draws one batch per
   iteration); each phase's estimate is unbiased on its own.
-- ``instant``: one student phase and no auxiliary network (spec section 3, helpers in ``mm_instant``). The
+- ``instant``: one student phase and no auxiliary network (docs/methods/mm.md, helpers in ``mm_instant``). The
   batch is split into two independent halves A and B. The moment is the teacher's loss gradient on generated
   data *minus* the one on real data, m = E g_gen - E g_data (a finite teacher's E g_data is not zero: on gmm8d
-  with EMA teacher weights its norm is about half of E g_gen's, so omitting it aims the student at the wrong
-  point). Per step: g_A = grad_theta (1/B) sum w [||T_theta(z_s^A) - x~_A||^2 - ||T_theta(z_s^A') - x_A||^2]
+  with EMA teacher weights its norm is comparable to E g_gen's, so omitting it aims the student at the wrong
+  point; benchmarks/mm.md).
+  Per step: g_A = grad_theta (1/B) sum w [||T_theta(z_s^A) - x~_A||^2 - ||T_theta(z_s^A') - x_A||^2]
   with z_s^A' ~ q(z_s | z_t^A, x_A) re-noised from the real x_A of the same draw (same noise), nu = -c Lambda g_A,
   delta = J_theta T_theta(z_s^B) nu, L = (1/B) sum w <x~_B, sg delta>. Lambda is the preconditioner *before*
   it sees g_A (so it is independent of g_A and E nu = -c Lambda E g_A); the first step only primes it.
   E g_data depends on the frozen teacher only, not on the student, so by default (``data_grad="running"``) the
   data term is the running mean of every batch's g_data so far (checkpointed): still unbiased at every step, with
   a variance that vanishes as training proceeds, where the per-batch term (``"batch"``) adds its full variance
-  to every step (on gmm8d that made k = 1, 2 students worse than ignoring the term). ``"none"`` drops it (the
-  spec's form, kept as an ablation).
+  to every step (on gmm8d that made k = 1, 2 students worse than ignoring the term; benchmarks/defaults.md,
+  gmm8d). ``"none"`` drops it (the paper's form, kept as an ablation).
 
 Design decisions:
 - **s = 0.** The posterior at s = 0 is a delta at x~ and T(x~, 0) = A(x~, 0) = x~, so such rows carry no
@@ -74,10 +75,10 @@ from fewstep.methods.mm_instant import (
     teacher_jvp,
 )
 from fewstep.processes.gaussian import GaussianProcess, TimeSampling, Weighting
-from fewstep.samplers.student import Renoise, renoise, sample_student
+from fewstep.samplers.student import Renoise, renoise, sample_student, student_grid
 
 MM_OPTIM: dict = {"optimizer": "adam", "betas": (0.0, 0.99), "eps": 1e-12}
-"""Per-role optimizer overrides for MM (spec section 2; attributed to the paper by reimplementations,
+"""Per-role optimizer overrides for MM (docs/methods/mm.md; attributed to the paper by reimplementations,
 unverified). Clip-norm 1.0 and NaN/Inf zeroing come from the Trainer (``grad_clip=1.0``, its default). LR:
 warm-up then linear decay (``warmup_nimg``, ``lr_decay="linear"``); toy: 3e-5 ... 1e-4."""
 
@@ -130,8 +131,8 @@ def regress_on_teacher(net: nn.Module, teacher: nn.Module, process: GaussianProc
                        weighting: Weighting = "edm", time_sampling: TimeSampling = "uniform") -> list[float]:
     """Fit ``net`` to the teacher's predictions: min E w(t) mean ||net(z_t, t) - T(z_t, t)||^2, z_t from data.
 
-    Used to initialise MM from an oracle teacher (spec section 8: ~10k steps). ``sample_data(n, generator)``
-    returns [n, ...] real data. Adam, in place; returns the per-step losses.
+    Used to initialise MM from an oracle teacher (docs/methods/mm.md, calibration: ~10k steps).
+    ``sample_data(n, generator)`` returns [n, ...] real data. Adam, in place; returns the per-step losses.
     """
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     losses = []
@@ -163,11 +164,11 @@ class MomentMatching(Method):
         process: the teacher's Gaussian process.
         mode: ``"alternating"`` or ``"instant"``. k: the student's number of sampling steps.
         s_min: s ~ U(s_min, 1). s_floor: lower clamp of s (default ``process.t_min``).
-        gap: ``"uniform"`` t = min(1, s + U(0, 1/k)) (spec default), ``"fixed"`` t = min(1, s + 1/k)
+        gap: ``"uniform"`` t = min(1, s + U(0, 1/k)) (the paper's default), ``"fixed"`` t = min(1, s + 1/k)
             (for k = 1 always t = 1, the only time a 1-step sampler sees).
-        gap_low: uniform gap only: t - s ~ U(gap_low / k, 1/k] (0: the spec; 1 is ``"fixed"``). The largest
-            gap is the one the k-step sampler takes. Measured (BENCHMARKS.md): the fixed gap is better on
-            digits8x8 at k = 4, 8, worse at k = 1, 2 and on the toys; gap_low = 0.5 lies in between.
+        gap_low: uniform gap only: t - s ~ U(gap_low / k, 1/k] (0: the paper's; 1 is ``"fixed"``). The largest
+            gap is the one the k-step sampler takes. Measured (benchmarks/mm.md, time gap): the fixed gap is
+            better on digits8x8 at k = 4, 8, worse at k = 1, 2 and on the toys; gap_low = 0.5 lies in between.
         weighting, weight_max: w(s) = ``process.loss_weight(s, weighting)`` clamped at ``weight_max``.
         lambda_reg: teacher pull of the auxiliary loss. eta: DDIM-eta of the posterior (training and
             sampling). renoise_mode: ``"posterior"`` (default) or ``"fresh"``.
@@ -299,7 +300,7 @@ class MomentMatching(Method):
         return LossOutput(loss, {"moment_gap": (w * _sqnorm(gap)).mean()})
 
     def instant_loss(self, nets: Mapping[str, nn.Module], da: Draw, db: Draw) -> LossOutput:
-        """(1/B) sum w <x~_B, sg delta>, delta = J_theta T(z_s^B) nu, nu = -c Lambda g_A (spec section 3), with
+        """(1/B) sum w <x~_B, sg delta>, delta = J_theta T(z_s^B) nu, nu = -c Lambda g_A (docs/methods/mm.md), with
         g_A = g_gen - g_data on batch A (``data_grad``; see the module notes).
 
         Lambda is applied before it is updated with g_A (``precond="ema"``): on the first call it has seen no
@@ -378,8 +379,9 @@ class MomentMatching(Method):
         """``n`` samples [n, *shape] float64 from the student's ``steps``-step sampler (train-time eta/renoise)."""
         if shape is None:
             raise ValueError("generate needs the sample shape (without batch dim)")
-        return sample_student(nets["student"], self.process, (n, *shape), steps=steps, generator=generator,
-                              device=device, eta=self.eta, renoise_mode=self.renoise_mode, cond=cond)
+        return sample_student(nets["student"], self.process, (n, *shape), grid=student_grid(steps),
+                              generator=generator, device=device, cond=cond, eta=self.eta,
+                              renoise_mode=self.renoise_mode)
 
     def config(self) -> dict:
         cfg = {"mode": self.mode, "k": self.k, "s_min": self.s_min, "s_floor": self.s_floor, "gap": self.gap,

@@ -1,4 +1,4 @@
-"""Parameter-space helpers of instant Moment Matching (spec/continuous.md section 3).
+"""Parameter-space helpers of instant Moment Matching (docs/methods/mm.md).
 
 Instant MM drives the frozen teacher's loss gradient on generated data to its value on real data:
 m(eta) = grad_theta [E_gen w ||T_theta(z_s) - x~||^2 - E_data w ||T_theta(z_s) - x||^2] (the data term is zero

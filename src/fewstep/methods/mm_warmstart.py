@@ -1,13 +1,13 @@
 """Teacher-ODE warm start of a Moment Matching student: the remedy for the k = 1 (and k = 2) saddle.
 
-The problem (spec/continuous.md section 8). At t = 1 (alpha = 0) a teacher outputs the constant E[x]; a student
+The problem (docs/methods/mm.md). At t = 1 (alpha = 0) a teacher outputs the constant E[x]; a student
 copied from it ignores its noise input, and since z_s = alpha_s x~ + sigma_s xi is then independent of z_1, the
 expected MM gradient on the student's noise dependence is exactly zero for any parametrisation. A student
 initialised from the teacher starts on that saddle (also the first step of k = 2); re-parametrising cannot
 help, the symmetry has to be broken by the initialisation. How long MM stays there depends on how much
 numerical error breaks the symmetry: a 1-D two-mode toy stays collapsed (tests/test_mm_warmstart.py), while on
-gmm8d a net regressed on the oracle for 2000 steps (output spread 0.012 at t = 1) escaped within 300
-iterations even with the fixed gap (t = 1 only) and its t = 1 output flattened to a spread of 0.002.
+gmm8d a net regressed on the oracle (whose t = 1 output is not exactly constant) escaped quickly, even with the
+fixed gap (t = 1 only), and its t = 1 output flattened further (benchmarks/mm.md).
 
 The remedy. Before MM, regress the student onto the teacher's own deterministic DDIM endpoint from the same
 z_t (a knowledge-distillation init, Luhman & Luhman 2021):
@@ -24,15 +24,16 @@ already a deterministic sampler that covers every mode; MM then runs unchanged a
   posterior re-noising is consistent (at t = 1 the posterior is N(alpha_s x~, sigma_s^2), the right marginal
   when x~ is); for k >= 3 a deterministic x~ given z_t under-disperses the posterior.
 - ``uniform``: t ~ U(0, 1]: the flow map at every t that MM's random-gap training rows use.
-- ``mixed`` (default): each row from either with probability 1/2. Measured on gmm8d (oracle teacher, 300 MM
-  iterations, energy distance after MM): k = 1 grid 0.0128, uniform 0.0146, mixed 0.0078; k = 2 grid 0.0114,
-  uniform 0.0036, mixed 0.0032 (no warm start: 0.0127 and 0.0057); see scripts/mm_k1_experiment.py.
-  With ``grid`` alone the student is only moved at the grid times and MM degrades it most.
+- ``mixed`` (default): each row from either with probability 1/2. On gmm8d (oracle teacher, short MM runs)
+  ``mixed`` was best at k = 1 and k = 2, and ``grid`` alone did not beat no warm start (benchmarks/mm.md;
+  benchmarks/scripts/mm_k1_experiment.py). With ``grid`` alone the student is only moved at the grid times and
+  MM degrades it most.
 
 Targets come from a pool of ``pool`` pairs computed once (``teacher_steps`` batched teacher calls per ``chunk``
 rows) and reused in random minibatches; ``pool=None`` draws fresh pairs every step (``teacher_steps`` teacher
-calls per step). All randomness comes from the explicit generator. The builder applies it by default to
-k <= 2 only (``auto_warm_start_steps``): larger k do not sit on the saddle and were not measured with it.
+calls per step). All randomness comes from the explicit generator. ``auto_warm_start_steps`` applies it to
+k <= 2 only, where the saddle is; the distillation default (``fewstep.policy``) also applies it up to k = 4 for
+instant MM and image data, where it was measured to help (benchmarks/mm.md, warm start beyond k = 2).
 """
 
 from __future__ import annotations

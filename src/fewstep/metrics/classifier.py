@@ -7,7 +7,7 @@ safetensors (metadata: held-out accuracy, seed, data, architecture) under the ca
 seed and a hash of the training data, so a changed network or data set never reuses stale weights.
 
 - digits: sklearn 8x8 digits, fixed 80/20 split by a seeded permutation; 3 conv layers and a 128-d
-  penultimate layer; trains in ~4 s on 2 idle cores to ~98.6% held-out accuracy.
+  penultimate layer; trains in seconds on the CPU (held-out accuracy: benchmarks/teachers.md, digits).
 - lenet: LeNet-style network for 28x28 images (MNIST, Fashion-MNIST) on the given train/test tensors.
 """
 
@@ -42,7 +42,7 @@ def _one_cpu_thread(device: torch.device) -> Iterator[None]:
     """Run these tiny networks with one intra-op thread on the CPU (restored afterwards).
 
     Their small batches gain little from threads and, on a loaded 2-core machine, stall at thread barriers
-    (training took 10x longer with 2 threads than with 1).
+    (training was much slower with 2 threads than with 1; benchmarks/teachers.md).
     """
     threads = torch.get_num_threads()
     if device.type == "cpu":

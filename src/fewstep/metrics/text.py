@@ -1,8 +1,8 @@
-"""Text metrics for discrete samples (spec/discrete.md section 6; spec/benchmarks.md text suites).
+"""Text metrics for discrete samples (docs/evaluation.md; docs/benchmarks.md text suites).
 
 - ``genppl``: generative perplexity under an evaluator language model, with the exact token-accounting rules of
-  the spec (chunks of at most the evaluator context, the first token of each chunk unscored, every non-EOS token
-  plus the first EOS counted, later EOS and padding excluded, float64 accumulation, pooled over samples).
+  docs/evaluation.md (chunks of at most the evaluator context, the first token of each chunk unscored, every
+  non-EOS token plus the first EOS counted, later EOS and padding excluded, float64 accumulation, pooled over samples).
 - ``unigram_entropy`` / ``mean_entropy``: per-sample Shannon entropy of the token histogram (nats).
 - ``distinct_n``: fraction of distinct n-grams over the whole sample set (cross-sample repetition, which unigram
   entropy misses).
@@ -216,7 +216,7 @@ def genppl(score_fn: ScoreFn, tokens: Tensor | Sequence[Sequence[int]], *, conte
            eos_id: int | None = None, attention_mask: Tensor | None = None, max_length: int | None = None,
            batch_size: int = 16, pad_id: int | None = None, device: str | torch.device | None = None
            ) -> tuple[float, float, int]:
-    """Generative perplexity of sequences already tokenised for the evaluator (spec/discrete.md section 6).
+    """Generative perplexity of sequences already tokenised for the evaluator (docs/evaluation.md).
 
     Token accounting, per sequence (after removing padding and truncating to ``max_length``):
 

@@ -1,8 +1,8 @@
-"""Sample-based metrics for the toy suites (``benchmarks.md``: ``energy``, ``precision``, ``mode_coverage``).
+"""Sample-based metrics for the toy suites (docs/benchmarks.md: ``energy``, ``precision``, ``mode_coverage``).
 
 Everything is computed in float64. The energy distance is the unbiased (U-statistic) estimator, evaluated
-in row chunks so that memory stays bounded (20k x 20k samples need ~64 MB at a time) while 4,096 x 4,096
-samples in 8-D take a few tens of milliseconds.
+in row chunks so that memory stays bounded (~64 MB at a time, whatever the sample counts) while the benchmark's
+sample sets stay fast (timing: benchmarks/teachers.md).
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def mode_coverage(gmm: GMM, x: Tensor, threshold: float = 0.5) -> float:
     Args:
         gmm: the mixture (K components).
         x: samples [n, d].
-        threshold: fraction of the expected count required (0.5 in ``benchmarks.md``).
+        threshold: fraction of the expected count required (0.5 in docs/benchmarks.md).
 
     Returns:
         Covered components / K, in [0, 1].

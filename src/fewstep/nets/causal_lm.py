@@ -6,7 +6,7 @@ an output head tied to the token embedding, GPT-2 style initialisation (std 0.02
 by 1/sqrt(2 * layers)). This is an independent implementation.
 
 Positional embeddings are initialised at the same scale as token embeddings (std 0.02): with a much smaller
-positional scale a small model can stay context-blind for a long time (spec/discrete.md section 9).
+positional scale a small model can stay context-blind for a long time (docs/methods/idlm.md).
 """
 
 from __future__ import annotations

@@ -10,14 +10,15 @@ added to the t embedding (two-time students). ``time_conditioned=False`` gives a
 shows time conditioning is unnecessary for masked diffusion), which enables exact caching in samplers.
 
 Token and positional embeddings share one initialisation scale: a calibration run with positional
-embeddings far smaller than token embeddings produced a context-blind teacher (spec/discrete.md section 9).
+embeddings far smaller than token embeddings produced a context-blind teacher (docs/methods/idlm.md).
 
 Latent noise (``latent_dim > 0``): an extra input eps [B, L, latent_dim] enters through a zero-initialised
-linear map added to the token embeddings (spec/discrete.md section 3, "one-step latent mixture"), so a student
+linear map added to the token embeddings (docs/methods/idlm.md, "one-step latent mixture"), so a student
 built from a teacher's weights starts exactly at the teacher and can learn to use the noise. Zero is a saddle,
 though: while the map is zero the output ignores eps, so the gradient of any loss w.r.t. the map, a sum of
 (dL/dh) eps^T with dL/dh independent of eps, has expectation zero and the map only random-walks (on text-hmm
-it reached max |w| = 1e-3 in 1,000 IDLM steps at lr 1e-5). ``latent_init_std > 0`` starts it off the saddle.
+it stayed near zero through a whole IDLM run; benchmarks/idlm.md, the latent-noise student off its saddle).
+``latent_init_std > 0`` starts it off the saddle.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Shared pieces of the discrete (categorical) processes: keep-probability schedules, stratified times and
-float64 categorical draws (spec/discrete.md section 0).
+float64 categorical draws (docs/concepts.md).
 
 Keep probability alpha(t) falls from alpha(0) = 1 (data) to alpha(1) = 0 (noise). Every categorical draw is
 made in float64 by inverting the CDF with float64 uniforms from an explicit generator: a float32 draw lives on a

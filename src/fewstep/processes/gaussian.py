@@ -1,6 +1,6 @@
 """Gaussian forward process z_t = alpha_t x + sigma_t eps, its posterior, DDIM-eta steps and conversions.
 
-Conventions follow ``spec/continuous.md`` section 1. The posterior q(z_s | x, z_t), 0 <= s < t, is
+Conventions follow ``docs/methods/gaussian-diffusion.md``. The posterior q(z_s | x, z_t), 0 <= s < t, is
 N(mu, gamma^2 I) with alpha_{t|s} = alpha_t/alpha_s, sigma^2_{t|s} = sigma_t^2 - alpha_{t|s}^2 sigma_s^2,
 mu = (alpha_{t|s} sigma_s^2 / sigma_t^2) z_t + (alpha_s sigma^2_{t|s} / sigma_t^2) x and
 gamma^2 = sigma_s^2 sigma^2_{t|s} / sigma_t^2. ``posterior_step`` with eta = 1 draws from it exactly,
@@ -189,7 +189,7 @@ class GaussianProcess:
     # ------------------------------------------------------------------ loss weights (x-space)
     def loss_weight(self, t: Tensor, kind: Weighting = "edm", *, max_weight: float = 1e5,
                     sigmoid_bias: float = 0.0) -> Tensor:
-        """x-space weight w(t) for E w(t) ||D(z_t, t) - x||^2 (spec/continuous.md section 1).
+        """x-space weight w(t) for E w(t) ||D(z_t, t) - x||^2 (docs/methods/gaussian-diffusion.md).
 
         ``snr`` equals the eps-loss, ``v`` the v-loss, ``velocity`` the velocity loss, ``edm`` is
         (eta^2 + sd^2)/(eta sd)^2 = 1/c_out^2 of EDM preconditioning, ``sigmoid`` the sigmoid-ELBO weight

@@ -1,5 +1,5 @@
 """Duo's Gaussian connection between Gaussian and uniform-state discrete diffusion (Sahoo et al., ICML 2025,
-arXiv 2506.10892; spec/discrete.md section 2).
+arXiv 2506.10892; docs/methods/uniform-diffusion.md).
 
 With w = a e_x + s xi, s = sqrt(1 - a^2), xi ~ N(0, I_N), the token argmax w is distributed as the uniform-state
 marginal q_t(. | x) with keep probability

@@ -11,7 +11,7 @@ conditional p(x^l | z_t^{-l}) (not the posterior mean), which is also the unique
 
 Loss: the continuous-time NELBO, per position g(z, x, f) = [-alpha'/(N alpha q_t(z|x))] *
 [KL(q_t(.|x) || q_t(.|f)) + D_IS(q_t(z|x) || q_t(z|f))], D_IS(a||b) = a/b - log(a/b) - 1. Each term is >= 0;
-it equals Duo's Rao-Blackwellised integrand and UDLM's CTMC ELBO (spec/discrete.md section 2).
+it equals Duo's Rao-Blackwellised integrand and UDLM's CTMC ELBO (docs/methods/uniform-diffusion.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Discrete samplers: pure functions of (denoiser, n, L, explicit grid, generator) -> (tokens, stats).
+"""Discrete samplers: ``fn(denoiser, (n, L), *, grid, generator, ...) -> (tokens, stats)``, pure functions with
+the contract of ``fewstep.samplers`` (the denoiser carries its process, ``denoiser.process``; ``cond`` must be None).
 
 Masked ancestral sampling (MDLM): start all-mask; per step t -> s every masked position is revealed with
 probability (alpha_s - alpha_t)/(1 - alpha_t) and takes a token from Cat(x_theta(z_t, t)); at s = 0 every mask
@@ -39,7 +40,18 @@ def check_grid(grid: Tensor) -> Tensor:
     return grid
 
 
-def _check_options(grid: Tensor, final: str, dtype: torch.dtype, allow_low_precision: bool) -> Tensor:
+def _token_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(n, length) of a token shape; raises unless it is two positive integers."""
+    shape = tuple(shape)
+    if len(shape) != 2 or any(int(d) != d or d < 1 for d in shape):
+        raise ValueError(f"a token shape is (n, length) with two positive integers, got {shape}")
+    return int(shape[0]), int(shape[1])
+
+
+def _check_options(grid: Tensor, final: str, dtype: torch.dtype, allow_low_precision: bool,
+                   cond: Tensor | None) -> Tensor:
+    if cond is not None:
+        raise ValueError("the categorical samplers are unconditional: cond must be None")
     if dtype != torch.float64 and not allow_low_precision:
         raise ValueError(f"categorical draws are made in float64; pass allow_low_precision=True to use {dtype}")
     if final not in ("ancestral", "greedy", "none"):
@@ -52,14 +64,16 @@ def _draw_tokens(logp: Tensor, u: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 @torch.no_grad()
-def sample_masked(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, generator: torch.Generator,
-                  device: torch.device | str = "cpu", final: Final = "ancestral", cache: bool | None = None,
-                  force_cache: bool = False, dtype_categorical: torch.dtype = torch.float64,
-                  allow_low_precision: bool = False, batch_size: int | None = None) -> tuple[Tensor, dict]:
+def sample_masked(denoiser: nn.Module, shape: tuple[int, int], *, grid: Tensor, generator: torch.Generator,
+                  device: torch.device | str = "cpu", cond: Tensor | None = None, final: Final = "ancestral",
+                  cache: bool | None = None, force_cache: bool = False,
+                  dtype_categorical: torch.dtype = torch.float64, allow_low_precision: bool = False,
+                  batch_size: int | None = None) -> tuple[Tensor, dict]:
     """n masked-diffusion samples [n, length] (int64, CPU) and stats.
 
     Args:
         denoiser: ``CategoricalDenoiser`` with a ``MaskedProcess`` (``denoiser.process``).
+        shape: (n, length).
         grid: [K + 1] float64 times from 1 down (a grid ending at 0 reveals everything with ``ancestral``).
         final: ``ancestral`` (default), ``greedy`` (masks left before the last step take argmax x_theta;
             lowers entropy), ``none`` (the grid as is; masks may remain).
@@ -74,7 +88,8 @@ def sample_masked(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, gen
     process = denoiser.process
     if process.kind != "masked":
         raise ValueError("sample_masked needs a denoiser of a MaskedProcess")
-    grid = _check_options(grid, final, dtype_categorical, allow_low_precision)
+    n, length = _token_shape(shape)
+    grid = _check_options(grid, final, dtype_categorical, allow_low_precision, cond)
     timed = getattr(denoiser, "time_conditioned", True)
     if cache is None:
         cache = not timed
@@ -122,11 +137,12 @@ def sample_masked(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, gen
 
 
 @torch.no_grad()
-def sample_uniform(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, generator: torch.Generator,
-                   device: torch.device | str = "cpu", final: Final = "ancestral",
+def sample_uniform(denoiser: nn.Module, shape: tuple[int, int], *, grid: Tensor, generator: torch.Generator,
+                   device: torch.device | str = "cpu", cond: Tensor | None = None, final: Final = "ancestral",
                    dtype_categorical: torch.dtype = torch.float64, allow_low_precision: bool = False,
                    batch_size: int | None = None, kernel: Kernel = "duo") -> tuple[Tensor, dict]:
-    """n uniform-state samples [n, length] (int64, CPU) and stats (``steps``, ``nfe``, ``final``, ``kernel``).
+    """n uniform-state samples [n, length] (int64, CPU; ``shape`` = (n, length)) and stats (``steps``, ``nfe``,
+    ``final``, ``kernel``).
 
     ``final="greedy"``: the last step sets every position to argmax x_theta(z_t, t) (greedy-tail).
     ``kernel``: ``duo`` (default, teachers): z_s ~ p(z_s | z_t, x_hat) with the soft x_hat plugged into Duo's
@@ -140,7 +156,8 @@ def sample_uniform(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, ge
     process = denoiser.process
     if process.kind != "uniform":
         raise ValueError("sample_uniform needs a denoiser of a UniformProcess")
-    grid = _check_options(grid, final, dtype_categorical, allow_low_precision)
+    n, length = _token_shape(shape)
+    grid = _check_options(grid, final, dtype_categorical, allow_low_precision, cond)
     z = process.prior_sample((n, length), generator=generator, device=device)
     bs = batch_size or n
     k = grid.numel() - 1
@@ -163,8 +180,9 @@ def sample_uniform(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, ge
                      "cache": False, "kernel": kernel}
 
 
-def sample_discrete(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, generator: torch.Generator,
-                    temperature: float = 1.0, **options) -> tuple[Tensor, dict]:
+def sample_discrete(denoiser: nn.Module, shape: tuple[int, int], *, grid: Tensor, generator: torch.Generator,
+                    device: torch.device | str = "cpu", cond: Tensor | None = None, temperature: float = 1.0,
+                    **options) -> tuple[Tensor, dict]:
     """Dispatch to :func:`sample_masked` or :func:`sample_uniform` by ``denoiser.process.kind``;
     ``temperature`` != 1 samples with the denoiser's distributions at that temperature (``Tempered``)."""
     if temperature != 1.0:
@@ -173,9 +191,30 @@ def sample_discrete(denoiser: nn.Module, n: int, length: int, grid: Tensor, *, g
         denoiser = Tempered(denoiser, temperature)
     if denoiser.process.kind == "masked":
         options.pop("kernel", None)  # the masked kernel is linear in x_hat: both kernels have one law
-        return sample_masked(denoiser, n, length, grid, generator=generator, **options)
+        return sample_masked(denoiser, shape, grid=grid, generator=generator, device=device, cond=cond, **options)
     options.pop("cache", None)
     options.pop("force_cache", None)
     if options.get("kernel") is None:
         options.pop("kernel", None)
-    return sample_uniform(denoiser, n, length, grid, generator=generator, **options)
+    return sample_uniform(denoiser, shape, grid=grid, generator=generator, device=device, cond=cond, **options)
+
+
+def sample_token_student(denoiser: nn.Module, shape: tuple[int, int], *, grid: Tensor, generator: torch.Generator,
+                         device: torch.device | str = "cpu", cond: Tensor | None = None, temperature: float = 1.0,
+                         **options) -> tuple[Tensor, dict]:
+    """The teacher's ancestral sampler (:func:`sample_discrete`) with a distilled few-step student (IDLM, D-MMD) as
+    denoiser. A latent-mixture student (``denoiser.latent_dim > 0``) draws fresh noise at every call from a
+    generator seeded by ``generator`` (so the tokens are a pure function of it); it is never cached.
+
+    ``kernel`` (uniform process): ``duo`` (the teacher's kernel, as the paper prescribes; right for a student that
+    stays close to the teacher's leave-one-out denoiser) or ``sample-x`` (x ~ Cat(G), then the exact posterior of
+    that x; right for a student that has become a generator of x given z_t). Neither is exact for a student in
+    between (measured: benchmarks/dmmd.md, benchmarks/idlm.md). For the masked process both have one law.
+    ``temperature``: the student's sampling temperature (a latent-mixture student is tempered per noise draw)."""
+    if getattr(denoiser, "latent_dim", 0):
+        from fewstep.denoisers.categorical import LatentNoise
+
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        denoiser = LatentNoise(denoiser, torch.Generator(device=device).manual_seed(seed))
+    return sample_discrete(denoiser, shape, grid=grid, generator=generator, device=device, cond=cond,
+                           temperature=temperature, **options)

@@ -1,8 +1,9 @@
-"""Many-step samplers for Gaussian diffusion teachers, as pure functions.
+"""Many-step samplers for Gaussian diffusion teachers, as pure functions (the contract: ``fewstep.samplers``).
 
-Each takes a denoiser, the initial state, an explicit decreasing time grid ending at 0 and a
-``torch.Generator``; the state and every coefficient are float64, the denoiser is called in its own
-input dtype (``denoiser.input_dtype``, default float32). No global RNG is touched.
+``sample(denoiser, process, shape, *, grid, generator, ...)`` draws the prior at grid[0] and runs a step
+function; the step functions take the initial state, an explicit decreasing time grid ending at 0 and a
+``torch.Generator``. The state and every coefficient are float64, the denoiser is called in its own input
+dtype (``denoiser.input_dtype``, default float32). No global RNG is touched.
 """
 
 from __future__ import annotations
@@ -113,10 +114,16 @@ def nfe(sampler: str, steps: int) -> int:
     return 2 * steps - 1 if sampler == "heun" else steps
 
 
-def sample(denoiser: Callable[..., Tensor], process: GaussianProcess, shape: tuple[int, ...], *, sampler: str,
-           grid: Tensor, generator: torch.Generator, device: torch.device | str = "cpu",
-           cond: Tensor | None = None) -> Tensor:
-    """Draw ``shape[0]`` samples: prior at grid[0], then the named sampler. Returns float64 [B, ...]."""
+def sample(denoiser: Callable[..., Tensor], process: GaussianProcess, shape: tuple[int, ...], *, grid: Tensor,
+           generator: torch.Generator, device: torch.device | str = "cpu", cond: Tensor | None = None,
+           sampler: str) -> Tensor:
+    """Draw ``shape[0]`` samples: prior at grid[0], then the named ``sampler`` (one of ``SAMPLERS``).
+
+    Args:
+        shape: [n, ...] including the batch dimension. grid: float64 [N + 1] decreasing to 0.
+    Returns:
+        float64 [shape].
+    """
     fns = {"ancestral": ancestral, "ddim": ddim, "euler": euler, "heun": heun}
     if sampler not in fns:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")

@@ -1,4 +1,4 @@
-"""Samplers of an IMM map f_{s,t} (spec/continuous.md section 4), as pure functions with float64 state.
+"""Samplers of an IMM map f_{s,t} (docs/methods/imm.md), as pure functions with float64 state.
 
 x_T ~ N(0, sigma_d^2 I) at grid[0] = T, then for each step t_i -> t_{i+1}:
 
@@ -55,15 +55,16 @@ def imm_grid(steps: int, schedule: Schedule, *, t_max: float, t_min: float, two_
     raise ValueError(f"unknown IMM grid kind {kind!r}; choose 'uniform' or 'edm'")
 
 
-def sample_imm(fmap: nn.Module, shape: tuple[int, ...], grid: Tensor, *, generator: torch.Generator,
-               sampler: IMMSampler = "pushforward", device: torch.device | str = "cpu",
-               cond: Tensor | None = None, guidance: float | None = None, null_label: int | None = None) -> Tensor:
-    """Samples [shape] float64 from an ``IMMMap`` ``fmap`` along the decreasing ``grid`` (len(grid) - 1 calls).
+def sample_imm(denoiser: nn.Module, shape: tuple[int, ...], *, grid: Tensor, generator: torch.Generator,
+               device: torch.device | str = "cpu", cond: Tensor | None = None, sampler: IMMSampler = "pushforward",
+               guidance: float | None = None, null_label: int | None = None) -> Tensor:
+    """Samples [shape] float64 from an ``IMMMap`` along the decreasing ``grid`` (len(grid) - 1 calls).
 
     Args:
-        fmap: f(x_t, s, t, cond) with attributes ``schedule`` and ``sigma_d``.
-        shape: [B, ...]. grid: float64 [N + 1], strictly decreasing. generator: draws the prior (and restarts).
-        sampler: ``pushforward`` or ``restart``. cond: optional labels [B].
+        denoiser: the map f(x_t, s, t, cond) with attributes ``schedule`` and ``sigma_d`` (no process is passed).
+        shape: [n, ...] including the batch dimension. grid: float64 [N + 1], strictly decreasing from T to
+            t_min (``imm_grid``). generator: draws the prior (and restarts).
+        sampler: ``pushforward`` or ``restart``. cond: optional labels [n].
         guidance: classifier-free guidance scale w of the network output (``IMMMap.guided``: each call is one
             doubled batch of labels ``cond`` and ``null_label``); None: none.
     """
@@ -74,6 +75,7 @@ def sample_imm(fmap: nn.Module, shape: tuple[int, ...], grid: Tensor, *, generat
         raise ValueError("the IMM grid must be a strictly decreasing 1-D tensor of length >= 2")
     if guidance is not None and (cond is None or null_label is None):
         raise ValueError("IMM guidance needs labels (cond) and the null label (num_classes)")
+    fmap = denoiser
     sched, sd, n = fmap.schedule, float(fmap.sigma_d), shape[0]
 
     def f(x: Tensor, s: Tensor, t: Tensor) -> Tensor:

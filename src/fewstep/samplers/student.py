@@ -1,4 +1,4 @@
-"""The k-step sampler of a Moment Matching student, as a pure function (spec/continuous.md section 2).
+"""The k-step sampler of a Moment Matching student, as a pure function (docs/methods/mm.md).
 
 A student G(z_t, t) returns a *sample* x~ of the data given z_t. Its k-step sampler runs on the uniform grid
 [1, 1 - 1/k, ..., 1/k, 0] and re-noises every sample to the next time:
@@ -69,13 +69,13 @@ def student_grid(k: int) -> Tensor:
     return uniform_grid(k)
 
 
-def multistep(student: Callable[..., Tensor], process: GaussianProcess, z: Tensor, grid: Tensor, *,
-              generator: torch.Generator, eta: float = 1.0, renoise_mode: Renoise = "posterior",
-              cond: Tensor | None = None) -> Tensor:
+def multistep(denoiser: Callable[..., Tensor], process: GaussianProcess, z: Tensor, grid: Tensor, *,
+              generator: torch.Generator, cond: Tensor | None = None, eta: float = 1.0,
+              renoise_mode: Renoise = "posterior") -> Tensor:
     """Run the student sampler from ``z`` at grid[0] down the explicit decreasing ``grid`` (ends at 0).
 
     Args:
-        student: G(z, t, cond=...) -> x~ shaped like z. z: [B, ...] initial state.
+        denoiser: the student G(z, t, cond=...) -> x~ shaped like z. z: [B, ...] initial state.
         grid: [N + 1] decreasing to 0 (``student_grid(k)`` for a k-step student).
         generator: draws every re-noising. eta, renoise_mode: as in training.
         cond: optional labels [B].
@@ -85,20 +85,21 @@ def multistep(student: Callable[..., Tensor], process: GaussianProcess, z: Tenso
     def step(z: Tensor, x_tilde: Tensor, t: Tensor, s: Tensor) -> Tensor:
         return renoise(process, z, x_tilde, t, s, mode=renoise_mode, eta=eta, generator=generator)
 
-    return chain(student, z, grid, step, cond)
+    return chain(denoiser, z, grid, step, cond)
 
 
-def sample_student(student: Callable[..., Tensor], process: GaussianProcess, shape: tuple[int, ...], *,
-                   steps: int, generator: torch.Generator, device: torch.device | str = "cpu", eta: float = 1.0,
-                   renoise_mode: Renoise = "posterior", cond: Tensor | None = None,
-                   grid: Tensor | None = None) -> Tensor:
-    """Draw ``shape[0]`` samples: z ~ prior at t = grid[0], then ``multistep`` (default grid: ``student_grid``).
+def sample_student(denoiser: Callable[..., Tensor], process: GaussianProcess, shape: tuple[int, ...], *,
+                   grid: Tensor, generator: torch.Generator, device: torch.device | str = "cpu",
+                   cond: Tensor | None = None, eta: float = 1.0, renoise_mode: Renoise = "posterior") -> Tensor:
+    """Draw ``shape[0]`` samples: z ~ prior at t = grid[0], then ``multistep`` with the student ``denoiser``.
 
+    Args:
+        shape: [n, ...] including the batch dimension. grid: float64 [N + 1] decreasing to 0
+            (``student_grid(k)`` for a k-step student).
     Returns:
-        float64 [B, ...]. Same seed, same output; the prior draw matches ``fewstep.samplers.sample``.
+        float64 [shape]. Same seed, same output; the prior draw matches ``fewstep.samplers.sample``.
     """
-    grid = student_grid(steps) if grid is None else grid
     check_grid(grid)
     z = process.prior_sample(shape, generator=generator, device=device, t=float(grid[0]))
-    return multistep(student, process, z, grid.to(device), generator=generator, eta=eta, renoise_mode=renoise_mode,
+    return multistep(denoiser, process, z, grid.to(device), generator=generator, eta=eta, renoise_mode=renoise_mode,
                      cond=cond)

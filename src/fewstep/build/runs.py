@@ -1,0 +1,185 @@
+"""Loading trained runs: the model of a run folder, rebuilt from its config.json and weights, ready to sample.
+
+``load_model`` returns a :class:`TrainedModel` (its ``sample`` is the one sampling path of every model);
+``load_trained`` the (config, sampler-side object, nets) it wraps, for a teacher / from-scratch run or for a
+distilled student (only the student is loaded).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fewstep.build.datasets import dataset_names, sample_shape
+from fewstep.build.distill_config import student_latent_dim, with_idlm_policy
+from fewstep.build.models import build_denoiser, build_method, resolve_label_dropout, token_student
+from fewstep.config import DistillConfig, MMCfg, load_any_config
+from fewstep.train.checkpoint import checkpoint_dirs, find_weights, load_weights
+
+
+def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", checkpoint: str | None = None):
+    """(config, method, nets) of a trained run: the method rebuilt from config.json, weights from the latest
+    checkpoint (EMA by default), networks in eval mode on ``device``.
+
+    ``checkpoint`` names an older checkpoint of the run to load instead (e.g. ``"nimg_000192000"``, one of
+    ``checkpoints/``; the run keeps the newest ``keep`` of them). For a distillation run: (DistillConfig,
+    DistilledStudent, {"student": net}); only the student is loaded (the teacher is not needed to sample)."""
+    cfg = load_any_config(run_dir)
+    weights = Path(run_dir)
+    if checkpoint is not None:
+        have = [p.name for p in checkpoint_dirs(run_dir)]
+        if checkpoint not in have:
+            raise FileNotFoundError(f"run {run_dir} has no checkpoint {checkpoint!r} (have {have})")
+        weights = weights / "checkpoints" / checkpoint
+    if isinstance(cfg, DistillConfig):
+        return load_distilled(weights, cfg, ema=ema, device=device)
+    cfg = resolve_label_dropout(cfg, absent=0.0)  # saved before label dropout existed: trained without it
+    method = build_method(cfg, sample_shape(cfg.data))
+    nets = {}
+    for role, module in method.trainable().items():
+        state, _ = load_weights(find_weights(weights, role, ema=ema))
+        module.load_state_dict(state)
+        nets[role] = module.to(device).eval().requires_grad_(False)
+    return cfg, method, nets
+
+
+class DistilledStudent:
+    """The sampling side of a distilled k-step student (``load_trained`` of a distillation run).
+
+    ``generate`` runs the student's ancestral k-step sampler (``sample_student``) with the training eta and
+    re-noising rule; ``k`` is the step count it was trained for (other step counts are allowed).
+    """
+
+    sampler = "student"
+
+    def __init__(self, process, *, k: int, eta: float, renoise_mode: str) -> None:
+        self.process, self.k, self.eta, self.renoise_mode = process, k, eta, renoise_mode
+
+    def generate(self, n: int, *, steps: int, nets, generator: torch.Generator, cond=None,
+                 shape: tuple[int, ...] | None = None, device: torch.device | str = "cpu", **options: object):
+        """``n`` samples [n, *shape] (float64); teacher-sampler options (sampler, grid) are ignored."""
+        from fewstep.samplers.student import sample_student, student_grid
+
+        if shape is None:
+            raise ValueError("generate needs the sample shape (without batch dim)")
+        return sample_student(nets["student"], self.process, (n, *shape), grid=student_grid(steps),
+                              generator=generator, device=device, cond=cond, eta=self.eta,
+                              renoise_mode=self.renoise_mode)
+
+
+class DistilledTokenStudent:
+    """The sampling side of an IDLM / D-MMD student (``load_trained`` of its run): the teacher's ancestral
+    sampler with the student as denoiser, at any number of steps (``k``: the step count it was trained or
+    configured for).
+
+    ``kernel``: the uniform sampling kernel used unless ``generate`` is passed a ``kernel`` option. A D-MMD run
+    uses its config's ``method.kernel`` (``sample-x`` by default, the kernel D-MMD trains for; a run whose
+    config.json predates the field loads at that default, i.e. ``sample-x``, not the ``duo`` it was sampled with
+    before). An IDLM run uses ``duo``, the teacher's kernel. Masked process: both kernels have one law."""
+
+    sampler = "student"
+
+    def __init__(self, length: int, k: int, kernel: str = "duo") -> None:
+        from fewstep.methods.discrete_mmd import check_kernel
+
+        self.length, self.k, self.kernel = length, k, check_kernel(kernel)
+
+    def generate(self, n: int, *, steps: int, nets, generator, cond=None, final: str = "ancestral",
+                 device="cpu", batch_size: int | None = 512, return_stats: bool = False, **options):
+        from fewstep.methods.discrete_mmd import check_kernel
+        from fewstep.samplers.discrete import sample_token_student
+        from fewstep.samplers.grids import uniform_grid
+
+        kernel = options.get("kernel")
+        tokens, stats = sample_token_student(nets["student"], (n, self.length), grid=uniform_grid(steps),
+                                             generator=generator, device=device, final=final, batch_size=batch_size,
+                                             temperature=float(options.get("temperature", 1.0)),
+                                             kernel=self.kernel if kernel is None else check_kernel(kernel))
+        return (tokens, stats) if return_stats else tokens
+
+
+def load_distilled(run_dir: str | Path, cfg: DistillConfig, *, ema: bool, device: str):
+    """(cfg, DistilledStudent | DistilledTokenStudent, {"student": net}) of a distillation run."""
+    if not isinstance(cfg.method, MMCfg):
+        return load_discrete_distilled(run_dir, cfg, ema=ema, device=device)
+    student = build_denoiser(cfg, sample_shape(cfg.data))
+    state, _ = load_weights(find_weights(run_dir, "student", ema=ema))
+    student.load_state_dict(state)
+    m = cfg.method
+    sampler = DistilledStudent(student.process, k=m.steps, eta=m.eta, renoise_mode=m.renoise)
+    return cfg, sampler, {"student": student.to(device).eval().requires_grad_(False)}
+
+
+def load_discrete_distilled(run_dir, cfg, *, ema: bool, device: str):
+    """(cfg, DistilledTokenStudent, {"student": net}) of an IDLM / D-MMD run (student weights only)."""
+    cfg = with_idlm_policy(cfg)
+    student = token_student(cfg, student_latent_dim(cfg))
+    state, _ = load_weights(find_weights(run_dir, "student", ema=ema))
+    student.load_state_dict(state)
+    kernel = cfg.method.kernel if cfg.method.name == "dmmd" else "duo"
+    return cfg, DistilledTokenStudent(cfg.data.length, cfg.method.steps, kernel), {
+        "student": student.to(device).eval().requires_grad_(False)}
+
+
+class TrainedModel:
+    """A trained run ready to sample: the one sampling path of every model (``fewstep sample``, the bench and
+    the Python API all call :meth:`sample`).
+
+    Attributes:
+        config: the run's resolved config (``RunConfig`` of a teacher / IMM run, ``DistillConfig`` of a student).
+        sampler: the object that owns the model's sampler: the run's ``Method`` (diffusion teachers: ancestral,
+            DDIM, ODE samplers; IMM: pushforward / restart) or a ``DistilledStudent`` / ``DistilledTokenStudent``
+            carrying the sampler options the student was trained with (eta, re-noising, uniform kernel).
+        nets: the networks the sampler needs, in eval mode on ``device``.
+        shape: sample shape without the batch dimension ((length,) for token data).
+    """
+
+    def __init__(self, config, sampler, nets: dict, device: torch.device | str = "cpu") -> None:
+        self.config, self.sampler, self.nets, self.device = config, sampler, nets, torch.device(device)
+        self.shape = sample_shape(config.data)
+
+    @property
+    def kind(self) -> str:
+        """``student`` (a distilled k-step student), ``imm`` or ``teacher`` (a many-step diffusion model)."""
+        if isinstance(self.config, DistillConfig):
+            return "student"
+        return "imm" if self.config.method.name == "imm" else "teacher"
+
+    @property
+    def tokens(self) -> bool:
+        """Whether samples are int64 token sequences (discrete data) rather than float tensors."""
+        return self.config.data.name in dataset_names("tokens")
+
+    @property
+    def trained_steps(self) -> int | None:
+        """The step count a student was distilled for (None for teachers and IMM)."""
+        return int(self.sampler.k) if self.kind == "student" else None
+
+    def sample(self, n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
+               **options: object):
+        """``n`` samples in ``steps`` network evaluations (default: a student's trained k).
+
+        Continuous data: float64 [n, *shape]; ``options``: ``sampler`` (teachers: ancestral / ddim / euler /
+        heun; IMM: pushforward / restart), ``grid``, ``guidance`` and ``cond`` (labels [n]). Token data: int64
+        [n, length]; ``options``: ``final`` (ancestral / greedy), ``temperature``, ``kernel`` (uniform process),
+        ``batch_size``, ``return_stats`` (then ``(tokens, stats)`` with the network evaluations spent).
+        """
+        if steps is None:
+            if self.trained_steps is None:
+                raise ValueError("sample needs steps= for a teacher or IMM run")
+            steps = self.trained_steps
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps}")
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        extra = {} if self.tokens else {"shape": self.shape}
+        return self.sampler.generate(n, steps=int(steps), nets=self.nets, generator=generator, device=self.device,
+                                     **extra, **options)
+
+
+def load_model(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",
+               checkpoint: str | None = None) -> TrainedModel:
+    """The trained model of a run folder (any method), ready to :meth:`TrainedModel.sample`."""
+    cfg, sampler, nets = load_trained(run_dir, ema=ema, device=str(device), checkpoint=checkpoint)
+    return TrainedModel(cfg, sampler, nets, device)

@@ -1,0 +1,40 @@
+"""``fewstep info`` and ``fewstep demo``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+
+@dataclass(frozen=True)
+class DemoArgs:
+    """Train small models on built-in data, sample them at several step counts and write a report."""
+
+    out: str = "demo_out"
+    device: str = "auto"
+    quick: bool = False
+    """Seconds instead of minutes (for tests)."""
+
+
+def cmd_demo(argv: list[str]) -> int:
+    from fewstep.demo import run_demo
+
+    a = tyro.cli(DemoArgs, args=argv, prog="fewstep demo")
+    report = run_demo(Path(a.out), device=a.device, quick=a.quick)
+    print(f"[demo] report: {report.resolve()}")
+    return 0
+
+
+def cmd_info(argv: list[str]) -> int:
+    import torch
+
+    import fewstep
+    from fewstep.presets import PRESETS
+
+    print(f"fewstep {fewstep.__version__}, torch {torch.__version__}, "
+          f"cuda: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
+    for name, cfg in PRESETS.items():
+        print(f"  preset {name:20s} data={cfg.data.name:15s} net={cfg.net.kind} nimg={cfg.train.total_nimg}")
+    return 0
