@@ -45,7 +45,8 @@ def _split(options: dict, method_cls: type) -> tuple[dict, dict]:
 
 
 def train(config: str | RunConfig = "toy2d-checkerboard", *, run_dir: str | Path | None = None,
-          method: str | None = None, progress: bool = True, **options: object) -> TrainedModel:
+          method: str | None = None, data: dict | None = None, net: dict | None = None, progress: bool = True,
+          **options: object) -> TrainedModel:
     """Train (or resume, or reuse) a teacher or from-scratch run and return it ready to sample.
 
     Args:
@@ -54,6 +55,9 @@ def train(config: str | RunConfig = "toy2d-checkerboard", *, run_dir: str | Path
         run_dir: the run folder (default: the preset's).
         method: switch the preset's method (``diffusion``, ``imm``, ``mdlm``, ``uniform``), keeping its data,
             process, net and training settings.
+        data: ``DataCfg`` fields to override, e.g. your own file: ``{"name": "vectors", "root": "x.npy"}``
+            (``images``, ``vectors``, ``gmm``, ``tokens``; docs/data.md).
+        net: ``NetCfg`` fields to override, e.g. ``{"num_classes": 10}``.
         options: ``TrainCfg`` fields (``total_nimg``, ``batch_size``, ``lr``, ``device``, ``seed``, ...) and
             fields of the method config (e.g. ``weighting`` for diffusion, ``group_size`` for IMM).
 
@@ -67,6 +71,7 @@ def train(config: str | RunConfig = "toy2d-checkerboard", *, run_dir: str | Path
         cfg = replace(cfg, method=METHOD_CFGS[method]())
     train_opts, method_opts = _split(options, type(cfg.method))
     cfg = replace(cfg, train=replace(cfg.train, **train_opts), method=replace(cfg.method, **method_opts),
+                  data=replace(cfg.data, **(data or {})), net=replace(cfg.net, **(net or {})),
                   run_dir=str(run_dir) if run_dir is not None else cfg.run_dir)
     trainer = build_trainer(cfg, progress=progress)
     trainer.fit()
@@ -74,7 +79,8 @@ def train(config: str | RunConfig = "toy2d-checkerboard", *, run_dir: str | Path
 
 
 def distill(teacher: str | Path, *, method: str = "mm-alternating", steps: int = 4,
-            run_dir: str | Path | None = None, progress: bool = True, **options: object) -> TrainedModel:
+            run_dir: str | Path | None = None, data: dict | None = None, progress: bool = True,
+            **options: object) -> TrainedModel:
     """Distill a trained teacher run into a ``steps``-step student (or resume / reuse the run).
 
     Args:
@@ -82,6 +88,8 @@ def distill(teacher: str | Path, *, method: str = "mm-alternating", steps: int =
         method: ``mm-alternating`` / ``mm-instant`` (Gaussian teachers), ``idlm`` / ``dmmd`` (discrete ones).
         steps: the student's number of sampling steps k.
         run_dir: the run folder (default ``runs/<teacher>-<method>-k<steps>``).
+        data: the oracle's mixture (``teacher="oracle"`` only; default gmm8d), e.g.
+            ``{"name": "gmm", "root": "mixture.json"}``: a trained teacher brings its own data.
         options: ``TrainCfg`` fields (``total_nimg``, ``lr``, ``device``, ``seed``, ...) and fields of the
             method config (``MMCfg``, ``IDLMCfg`` or ``DMMDCfg``, e.g. ``guidance``, ``kernel``); fields left
             out keep the measured defaults of ``fewstep.policy``.
@@ -93,6 +101,10 @@ def distill(teacher: str | Path, *, method: str = "mm-alternating", steps: int =
         raise ValueError(f"unknown distillation method {method!r}; choose one of {sorted(DISTILL_METHODS)}")
     cfg: DistillConfig = distill_config(str(teacher), method=method, steps=steps,
                                         run_dir=str(run_dir) if run_dir is not None else None)
+    if data is not None:
+        if str(teacher) != "oracle":
+            raise ValueError("data= applies to teacher='oracle' only: a trained teacher brings its own data")
+        cfg = replace(cfg, data=replace(cfg.data, **data))
     train_opts, method_opts = _split(options, type(cfg.method))
     cfg = resolve_distill(replace(cfg, train=replace(cfg.train, **train_opts),
                                   method=replace(cfg.method, **method_opts)))

@@ -25,12 +25,14 @@ class DataCfg:
     """Training data."""
 
     name: Literal["gmm8d", "checkerboard2d", "spiral2d", "digits8x8", "mnist", "fashion_mnist", "text-hmm",
-                  "grid2d", "text-char", "text-bpe"] = "checkerboard2d"
-    """Dataset name (the last four are token data for the discrete processes)."""
+                  "grid2d", "text-char", "text-bpe", "images", "vectors", "gmm", "tokens"] = "checkerboard2d"
+    """Dataset name. Your own files: ``images`` (a PNG/JPEG folder, class sub-folders giving labels, an .npz or an
+    IDX file), ``vectors`` (.npy / .npz / .csv [N, d]), ``gmm`` (a .json mixture: data and its exact oracle
+    teacher), ``tokens`` (a .npy of token ids or a folder of them); each with ``--data.root PATH``."""
     root: str | None = None
-    """MNIST / Fashion-MNIST: folder with the IDX files; text-char: the text file (default: Tiny Shakespeare
-    found by ``data.text.find_tinyshakespeare``); text-bpe: a text file or a folder of .txt files (tokenised once
-    to a memmap cache). See scripts/get_resources.sh."""
+    """The data's local path (images / vectors / gmm / tokens); MNIST / Fashion-MNIST: folder with the IDX files;
+    text-char: the text file (default: Tiny Shakespeare found by ``data.text.find_tinyshakespeare``); text-bpe: a
+    text file or a folder of .txt files (tokenised once to a memmap cache). See scripts/get_resources.sh."""
     split: Literal["train", "all"] = "train"
     """digits8x8: train on the fixed training half (the other half is the fd_digits reference) or on all."""
     length: int = 64
@@ -43,6 +45,23 @@ class DataCfg:
     """Dirichlet concentration of the text-hmm transition and emission rows (smaller: sparser, more context)."""
     grid: Literal["checkerboard", "spiral", "rings"] = "checkerboard"
     """Joint table of grid2d."""
+    seed: int = 0
+    """Seed of a generated source (text-hmm's random HMM): part of the dataset's identity."""
+    resize: int | None = None
+    """images: resize to resize x resize pixels (area / bilinear) after loading."""
+    standardize: bool = False
+    """vectors: train on (x - mean) / std per dimension; the run stores both and samples come back in data units."""
+    shape: tuple[int, ...] | None = None
+    """Sample shape without the batch dimension, filled in from the file (images, vectors, gmm): a run reloads
+    without its data."""
+    classes: int | None = None
+    """Number of labels of labelled images (filled in from the file; 0 when unlabelled)."""
+    center: tuple[float, ...] | None = None
+    """vectors with ``standardize``: the per-dimension mean (filled in from the file)."""
+    scale: tuple[float, ...] | None = None
+    """vectors with ``standardize``: the per-dimension std (filled in from the file)."""
+    digest: str | None = None
+    """The content hash of ``root`` (filled in): the identity of your own data; a changed file is refused on resume."""
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,8 @@ def test_dry_run_prints_resolved_config(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--teacher", "oracle", "--preset", "tiny"], "only for gmm8d"),
-    (["--teacher", "oracle", "--data.name", "spiral2d"], "only for gmm8d"),
+    (["--teacher", "oracle", "--preset", "tiny"], "Gaussian mixtures only"),
+    (["--teacher", "oracle", "--data.name", "spiral2d"], "Gaussian mixtures only"),
     (["--steps", "2"], "--teacher"),
     (["--teacher", "oracle", "--method", "mm-foo"], "unknown distillation method"),
     (["--teacher", "oracle", "--steps", "1,2"], "one student per --steps"),

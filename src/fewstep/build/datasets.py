@@ -21,6 +21,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+import torch
+from torch import Tensor
+
 from fewstep.config import DataCfg
 from fewstep.data.source import DataSource, SamplerSource, TensorSource
 
@@ -37,13 +40,16 @@ class Dataset:
     """One registered dataset.
 
     ``source(cfg)`` builds the training ``DataSource`` of a resolved config; ``shape(cfg)`` is the sample shape
-    without the batch dimension ((length,) for tokens); ``resolve(cfg)`` fills data-derived config fields."""
+    without the batch dimension ((length,) for tokens); ``resolve(cfg)`` fills data-derived config fields (a
+    resolved config must not need the data again); ``decode(cfg, x)`` maps model-space samples back to data units
+    (e.g. undoes a standardisation)."""
 
     name: str
     kind: DataKind
     source: Callable[[DataCfg], DataSource]
     shape: Callable[[DataCfg], tuple[int, ...]]
     resolve: Callable[[DataCfg], DataCfg] = _same
+    decode: Callable[[DataCfg, Tensor], Tensor] | None = None
 
 
 DATASETS: dict[str, Dataset] = {}
@@ -91,8 +97,17 @@ def build_data(cfg: DataCfg) -> DataSource:
 
 
 def sample_shape(cfg: DataCfg) -> tuple[int, ...]:
-    """Sample shape (without batch) of a data config: (length,) for token data."""
+    """Sample shape (without batch) of a data config: the stored ``cfg.shape`` of a resolved file-based config
+    (a run reloads without its data), else the dataset's; (length,) for token data."""
+    if cfg.shape is not None and not is_token_data(cfg):
+        return tuple(cfg.shape)
     return get_dataset(cfg.name).shape(cfg)
+
+
+def decode_samples(cfg: DataCfg, x: Tensor) -> Tensor:
+    """Model-space samples [n, *shape] in the data's own units (identity unless the dataset transforms its data)."""
+    fn = get_dataset(cfg.name).decode
+    return x if fn is None else fn(cfg, x)
 
 
 def data_shape(name: str) -> tuple[int, ...]:
@@ -108,6 +123,8 @@ def dataset_id(cfg: DataCfg) -> str:
             out += f"-h{cfg.states}"
         if cfg.concentration != 0.1:
             out += f"-c{cfg.concentration:g}"
+        if cfg.seed:
+            out += f"-s{cfg.seed}"
         return out
     if cfg.name == "grid2d":
         return "grid2d" if cfg.grid == "checkerboard" else f"grid2d-{cfg.grid}"
@@ -116,6 +133,8 @@ def dataset_id(cfg: DataCfg) -> str:
         return f"{stem}-l{cfg.length}"
     if cfg.name == "text-bpe":
         return f"bpe-{Path(cfg.root or 'corpus').stem}-l{cfg.length}"
+    if cfg.name == "tokens":
+        return f"tokens-{Path(cfg.root or 'tokens').stem}-l{cfg.length}"
     return cfg.name
 
 
@@ -150,17 +169,20 @@ def _mnist_like(name: str) -> Callable[[DataCfg], DataSource]:
 
         load = images.load_mnist if name == "mnist" else images.load_fashion_mnist
         x, y = load(cfg.root, split="train")
+        if tuple(x.shape[1:]) != (1, 28, 28):
+            raise ValueError(f"{name} images are 1 x 28 x 28, the files under {cfg.root} hold {tuple(x.shape[1:])}: "
+                             "train on other images with --data.name images --data.root PATH")
         return TensorSource(x, y, name=name)
     return source
 
 
 # ------------------------------------------------------------------------------------------ tokens
 def make_hmm_for(cfg: DataCfg):
-    """The fixed HMM of a text-hmm config (seed 0: the dataset's identity)."""
+    """The fixed HMM of a text-hmm config (``cfg.seed``, 0 by default, is part of the dataset's identity)."""
     from fewstep.data.hmm import make_hmm
 
     return make_hmm(cfg.states, cfg.vocab, trans_concentration=cfg.concentration,
-                    emit_concentration=cfg.concentration, seed=0)
+                    emit_concentration=cfg.concentration, seed=cfg.seed)
 
 
 def char_data(cfg: DataCfg):
@@ -251,5 +273,173 @@ for _ds in (
     Dataset("text-char", "tokens", _char_source, _token_shape,
             resolve=lambda cfg: replace(cfg, vocab=char_data(cfg)[2].size)),
     Dataset("text-bpe", "tokens", _bpe_source, _token_shape, resolve=lambda cfg: replace(cfg, vocab=50257)),
+):
+    register_dataset(_ds)
+
+
+# ------------------------------------------------------------------------------------------ your own files
+def _root(cfg: DataCfg) -> Path:
+    if not cfg.root:
+        raise ValueError(f"--data.name {cfg.name} needs --data.root PATH (a local file or folder)")
+    p = Path(cfg.root)
+    if not p.exists():
+        raise FileNotFoundError(f"--data.root {p} does not exist")
+    return p
+
+
+def _stat_key(p: Path) -> tuple:
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+
+
+@functools.lru_cache(maxsize=8)
+def _read(kind: str, root: str, key: tuple, resize: int | None):
+    """A user's file read once per (kind, path, file stats, resize) in a process."""
+    from fewstep.data import files
+
+    if kind == "images":
+        return files.load_images(root, resize=resize)
+    if kind == "vectors":
+        return files.load_vectors(root)
+    if kind == "gmm":
+        return files.load_gmm(root)
+    return files.load_tokens(root)
+
+
+def _load(cfg: DataCfg):
+    p = _root(cfg)
+    return _read(cfg.name, str(p.resolve()), _stat_key(p), cfg.resize if cfg.name == "images" else None)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(root: str, key: tuple) -> str:
+    from fewstep.data.files import file_digest
+
+    return file_digest(root)
+
+
+def data_digest(cfg: DataCfg) -> str:
+    """The content hash of ``cfg.root`` (cached per file stats)."""
+    p = _root(cfg)
+    return _digest(str(p.resolve()), _stat_key(p))
+
+
+def _resolved(cfg: DataCfg) -> bool:
+    """A file-based config whose data-derived fields are filled in: it needs its data no more."""
+    return cfg.digest is not None and cfg.shape is not None
+
+
+def _check_identity(cfg: DataCfg) -> None:
+    """Before training on a resolved config: its file must still be the one the run was made with."""
+    if cfg.digest is not None and data_digest(cfg) != cfg.digest:
+        raise ValueError(f"the data at {cfg.root} changed since the run was made (content hash {data_digest(cfg)}, "
+                         f"the run's {cfg.digest}): restore it, or start a new run folder")
+
+
+def _stored_shape(cfg: DataCfg) -> tuple[int, ...]:
+    if cfg.shape is None:
+        raise ValueError(f"--data.name {cfg.name}: the sample shape comes from the file; resolve the config first "
+                         "(fewstep.build.datasets.resolve_data)")
+    return tuple(cfg.shape)
+
+
+def _resolve_images(cfg: DataCfg) -> DataCfg:
+    if _resolved(cfg):
+        return cfg
+    digest = data_digest(cfg)
+    x, y = _load(cfg)
+    return replace(cfg, shape=tuple(int(v) for v in x.shape[1:]), digest=digest,
+                   classes=0 if y is None else int(y.max()) + 1)
+
+
+def _images_source(cfg: DataCfg) -> DataSource:
+    _check_identity(cfg)
+    x, y = _load(cfg)
+    if cfg.shape is not None and tuple(x.shape[1:]) != tuple(cfg.shape):
+        raise ValueError(f"the images at {cfg.root} are {tuple(x.shape[1:])}, the run's are {tuple(cfg.shape)}")
+    return TensorSource(x, y, name=f"images-{Path(cfg.root).stem}")
+
+
+def _resolve_vectors(cfg: DataCfg) -> DataCfg:
+    if _resolved(cfg):
+        return cfg
+    digest = data_digest(cfg)
+    x = _load(cfg)
+    out = replace(cfg, shape=(int(x.shape[1]),), digest=digest)
+    if cfg.standardize:
+        std = x.double().std(0)
+        std = torch.where(std > 0, std, torch.ones_like(std))  # a constant dimension keeps its scale
+        out = replace(out, center=tuple(float(v) for v in x.double().mean(0)), scale=tuple(float(v) for v in std))
+    return out
+
+
+def _vectors_source(cfg: DataCfg) -> DataSource:
+    _check_identity(cfg)
+    x = _load(cfg)
+    if cfg.shape is not None and (int(x.shape[1]),) != tuple(cfg.shape):
+        raise ValueError(f"the vectors at {cfg.root} have {x.shape[1]} dimensions, the run's {cfg.shape[0]}")
+    if cfg.standardize:
+        x = ((x.double() - torch.tensor(cfg.center)) / torch.tensor(cfg.scale)).float()
+    return TensorSource(x, None, name=f"vectors-{Path(cfg.root).stem}")
+
+
+def _decode_vectors(cfg: DataCfg, x: Tensor) -> Tensor:
+    if not cfg.standardize:
+        return x
+    c = torch.tensor(cfg.center, dtype=x.dtype, device=x.device)
+    s = torch.tensor(cfg.scale, dtype=x.dtype, device=x.device)
+    return x * s + c
+
+
+def mixture(cfg: DataCfg):
+    """The ``GMM`` of a ``gmm`` config (from its JSON file) or of ``gmm8d``."""
+    if cfg.name == "gmm8d":
+        from fewstep.data.toys import make_gmm8d
+
+        return make_gmm8d()
+    if cfg.name != "gmm":
+        raise ValueError(f"{cfg.name} is not a Gaussian mixture (the exact oracle needs gmm8d or --data.name gmm)")
+    return _load(cfg)
+
+
+def _resolve_gmm(cfg: DataCfg) -> DataCfg:
+    if _resolved(cfg):
+        return cfg
+    digest = data_digest(cfg)
+    return replace(cfg, shape=(int(mixture(cfg).dim),), digest=digest)
+
+
+def _gmm_source(cfg: DataCfg) -> DataSource:
+    _check_identity(cfg)
+    gmm = mixture(cfg)
+    return SamplerSource(lambda n, generator: gmm.sample(n, generator=generator).float(), (gmm.dim,),
+                         name=f"gmm-{Path(cfg.root).stem}")
+
+
+def _resolve_tokens(cfg: DataCfg) -> DataCfg:
+    if _resolved(cfg):
+        return cfg  # the vocabulary is stored
+    digest = data_digest(cfg)
+    tokens = _load(cfg)
+    if len(tokens) < cfg.length:
+        raise ValueError(f"{cfg.root} holds {len(tokens)} tokens, fewer than one window of --data.length {cfg.length}")
+    return replace(cfg, vocab=int(tokens.max()) + 1, digest=digest, shape=(cfg.length,))
+
+
+def _tokens_source(cfg: DataCfg) -> DataSource:
+    from fewstep.data.text import TokenWindowSource
+
+    _check_identity(cfg)
+    tokens = _load(cfg)
+    if int(tokens.max()) >= cfg.vocab:
+        raise ValueError(f"{cfg.root} holds token id {int(tokens.max())} >= the run's vocabulary {cfg.vocab}")
+    return TokenWindowSource(tokens, cfg.length, name=dataset_id(cfg))
+
+
+for _ds in (
+    Dataset("images", "images", _images_source, _stored_shape, resolve=_resolve_images),
+    Dataset("vectors", "vectors", _vectors_source, _stored_shape, resolve=_resolve_vectors, decode=_decode_vectors),
+    Dataset("gmm", "vectors", _gmm_source, _stored_shape, resolve=_resolve_gmm),
+    Dataset("tokens", "tokens", _tokens_source, _token_shape, resolve=_resolve_tokens),
 ):
     register_dataset(_ds)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fewstep.build.datasets import build_data, sample_shape
+from fewstep.build.datasets import build_data, mixture, sample_shape
 from fewstep.build.device import resolve_device, seeded_init
 from fewstep.build.distill_config import ORACLE, require_resolved, student_latent_dim, with_idlm_policy
 from fewstep.build.models import build_denoiser, build_process, method_options, token_student
@@ -60,7 +60,7 @@ def oracle_net(cfg: DistillConfig, cache: str | Path | None = None) -> tuple[Gau
     import time
 
     from fewstep.data.source import seeded
-    from fewstep.data.toys import GMMOracle, make_gmm8d
+    from fewstep.data.toys import GMMOracle
     from fewstep.methods.mm import regress_on_teacher
     from fewstep.train.checkpoint import load_weights, save_weights
 
@@ -69,14 +69,15 @@ def oracle_net(cfg: DistillConfig, cache: str | Path | None = None) -> tuple[Gau
     path = Path(cache) if cache is not None else Path(cfg.run_dir) / REGRESSED_FILE
     key = json.dumps({"net": to_dict(cfg.net), "process": to_dict(cfg.process), "steps": m.oracle_regress_steps,
                       "batch": m.oracle_regress_batch, "lr": m.oracle_regress_lr, "weighting": m.weighting,
-                      "seed": cfg.train.seed}, sort_keys=True)
+                      "seed": cfg.train.seed, **({} if cfg.data.name == "gmm8d" else {"data": to_dict(cfg.data)})},
+                     sort_keys=True)
     net = seeded_init(lambda: build_denoiser(cfg, sample_shape(cfg.data)), cfg.train.seed)
     if path.is_file():
         state, meta = load_weights(path)
         if meta.get("regress") == key:
             net.load_state_dict(state)
             return net, float(meta.get("regress_seconds", "0"))
-    gmm, process = make_gmm8d(), net.process
+    gmm, process = mixture(cfg.data), net.process
     t0 = time.perf_counter()
     losses = regress_on_teacher(net, GMMOracle(gmm, process.schedule), process,
                                 lambda n, g: gmm.sample(n, generator=g), steps=m.oracle_regress_steps,
@@ -189,10 +190,10 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
     data = build_data(cfg.data) if data is None else data
     process = build_process(cfg.process)
     if cfg.teacher == ORACLE:
-        from fewstep.data.toys import GMMOracle, make_gmm8d
+        from fewstep.data.toys import GMMOracle
 
         base, _ = oracle_net(cfg, regress_cache)
-        teacher: nn.Module = base if m.mode == "instant" else GMMOracle(make_gmm8d(), process.schedule)
+        teacher: nn.Module = base if m.mode == "instant" else GMMOracle(mixture(cfg.data), process.schedule)
     else:
         tcfg, _, tnets = load_trained(cfg.teacher, ema=True)
         if not isinstance(tcfg, RunConfig) or "model" not in tnets:

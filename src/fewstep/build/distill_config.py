@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from fewstep.build.datasets import resolve_data
 from fewstep.build.models import is_discrete
 from fewstep.config import DiffusionCfg, DistillConfig, MMCfg, RunConfig, load_any_config
 
@@ -92,9 +93,14 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
     if cfg.discrete is not None:
         raise ValueError("discrete is set, but MM distills Gaussian teachers (use --method idlm|dmmd)")
     if cfg.teacher == ORACLE:
-        if cfg.data.name != "gmm8d":
-            raise ValueError(f"the exact oracle teacher exists only for gmm8d, not {cfg.data.name}: use --preset "
-                             "gmm8d, or distill from a trained teacher (--teacher RUN_DIR)")
+        if cfg.data.name not in ("gmm8d", "gmm"):
+            raise ValueError(f"the exact oracle teacher exists for Gaussian mixtures only (gmm8d, or --data.name gmm "
+                             f"--data.root FILE.json), not {cfg.data.name}: distill from a trained teacher "
+                             "(--teacher RUN_DIR)")
+        cfg = replace(cfg, data=resolve_data(cfg.data))  # a mixture file: its dimension and identity
+        default = "runs/gmm8d-oracle-"
+        if cfg.data.name == "gmm" and cfg.run_dir.startswith(default):  # gmm8d's default folder: name it after the file
+            cfg = replace(cfg, run_dir=f"runs/{Path(cfg.data.root).stem}-oracle-" + cfg.run_dir[len(default):])
         weighting = DiffusionCfg().weighting  # the library teacher's default training weight
         bias = DiffusionCfg().sigmoid_bias
     else:

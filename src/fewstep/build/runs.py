@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from fewstep.build.datasets import dataset_names, sample_shape
+from fewstep.build.datasets import dataset_names, decode_samples, sample_shape
 from fewstep.build.distill_config import student_latent_dim, with_idlm_policy
 from fewstep.build.models import build_denoiser, build_method, resolve_label_dropout, token_student
 from fewstep.config import DistillConfig, MMCfg, load_any_config
@@ -173,9 +173,12 @@ class TrainedModel:
             raise ValueError(f"steps must be a positive integer, got {steps}")
         if generator is None:
             generator = torch.Generator().manual_seed(0)
-        extra = {} if self.tokens else {"shape": self.shape}
-        return self.sampler.generate(n, steps=int(steps), nets=self.nets, generator=generator, device=self.device,
-                                     **extra, **options)
+        if self.tokens:
+            return self.sampler.generate(n, steps=int(steps), nets=self.nets, generator=generator, device=self.device,
+                                         **options)
+        x = self.sampler.generate(n, steps=int(steps), nets=self.nets, generator=generator, device=self.device,
+                                  shape=self.shape, **options)
+        return decode_samples(self.config.data, x)  # in the data's own units (e.g. a standardisation undone)
 
 
 def load_model(run_dir: str | Path, *, ema: bool = True, device: str | torch.device = "cpu",

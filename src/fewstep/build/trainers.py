@@ -24,6 +24,7 @@ def build_trainer(cfg: RunConfig, *, allow_config_change: bool = False, progress
                          f"(mdlm, uniform) take token data ({', '.join(dataset_names('tokens'))}), the others "
                          "continuous data")
     cfg = resolve_label_dropout(replace(cfg, data=resolve_data(cfg.data)))  # config.json holds the number
+    check_labels(cfg)
     if isinstance(cfg.method, IMMCfg) and cfg.train.batch_size % cfg.method.group_size:
         raise ValueError(f"IMM needs a batch of whole groups: train.batch_size {cfg.train.batch_size} is not a "
                          f"multiple of method.group_size {cfg.method.group_size}")
@@ -55,3 +56,15 @@ def trainer_options(t: TrainCfg) -> dict:
     out = {f.name: getattr(t, f.name) for f in fields(t) if f.name not in NOT_TRAINER_OPTIONS}
     out["betas"] = tuple(out["betas"])
     return out
+
+
+def check_labels(cfg: RunConfig) -> None:
+    """A class-conditional net on a user's image files needs labels that fit it (one-line errors)."""
+    d, classes = cfg.data, cfg.net.num_classes
+    if d.classes is None or classes <= 0:
+        return
+    if d.classes == 0:
+        raise ValueError(f"--net.num-classes {classes} needs labelled images: class sub-folders under {d.root}, or a "
+                         "'y' array in the .npz")
+    if d.classes > classes:
+        raise ValueError(f"the labels of {d.root} go up to {d.classes - 1}: --net.num-classes must be >= {d.classes}")

@@ -1,38 +1,102 @@
-"""``fewstep eval``: the benchmark metrics of saved samples."""
+"""``fewstep eval``: metrics of saved samples or of a run, against a benchmark dataset or any data source."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import tyro
 
+from fewstep.config import DataCfg
+
+BENCH_DATASETS = ("gmm8d", "checkerboard2d", "spiral2d", "digits8x8", "mnist", "hmm-v32-l64", "grid2d")
+
 
 @dataclass(frozen=True)
 class EvalArgs:
-    """Metrics of saved samples (a .safetensors file with key 'x') against a benchmark dataset."""
+    """Metrics of samples against data. Samples: a file written by 'fewstep sample' (--samples) or a run sampled
+    on the spot (--run, --n, --steps). Data: a benchmark dataset (--dataset) or any data source (--data.name and
+    --data.root, e.g. your own vectors, mixture or token ids); default: the run's own data. Prints one JSON
+    object; a non-finite value is written as null and named under "nonfinite"."""
 
-    samples: str
-    """Path to samples written by 'fewstep sample'."""
-    dataset: Literal["gmm8d", "checkerboard2d", "spiral2d", "digits8x8"]
+    samples: str | None = None
+    """A .safetensors file with key 'x' (written by 'fewstep sample')."""
+    run: str | None = None
+    """A run folder to sample and score (instead of --samples)."""
+    n: int = 4096
+    """--run: number of samples."""
+    steps: int | None = None
+    """--run: sampling steps (default: a student's own k; required for a teacher or IMM run)."""
+    dataset: Literal["gmm8d", "checkerboard2d", "spiral2d", "digits8x8", "mnist", "hmm-v32-l64", "grid2d"] | None = None
+    """A benchmark dataset and its evaluator."""
+    data: DataCfg = field(default_factory=lambda: DataCfg(name="vectors"))
+    """Any data source (--data.name vectors|gmm|tokens|..., --data.root PATH)."""
     seed: int = 0
 
 
+def _evaluator(a: EvalArgs, run_data: DataCfg | None):
+    from fewstep.bench.suites import make_eval
+    from fewstep.bench.suites_user import make_data_eval
+    from fewstep.build.datasets import data_kind, dataset_id
+
+    if a.dataset is not None:
+        return a.dataset, make_eval(a.dataset)
+    if a.data.root is not None:
+        return f"{a.data.name}:{a.data.root}", make_data_eval(a.data)
+    if run_data is None:
+        raise ValueError("pass --dataset NAME or --data.name NAME --data.root PATH (or score a run with --run)")
+    name = dataset_id(run_data) if data_kind(run_data) == "tokens" else run_data.name
+    if name in BENCH_DATASETS:
+        return name, make_eval(name)
+    if run_data.root is not None and run_data.name in ("vectors", "gmm", "tokens"):
+        return f"{run_data.name}:{run_data.root}", make_data_eval(run_data)
+    raise ValueError(f"no evaluator for the run's data {name!r}: pass --dataset NAME or --data.name/--data.root")
+
+
+def _finite(metrics: dict) -> tuple[dict, list[str]]:
+    bad = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    return {k: (None if k in bad else v) for k, v in metrics.items()}, bad
+
+
 def cmd_eval(argv: list[str]) -> int:
+    import torch
     from safetensors.torch import load_file
 
-    from fewstep.bench.suites import make_eval
-
     a = tyro.cli(EvalArgs, args=argv, prog="fewstep eval")
-    if not Path(a.samples).exists():
-        raise SystemExit(f"error: no samples file at {a.samples} (write one with 'fewstep sample')")
-    x = load_file(a.samples)["x"]
-    ev = make_eval(a.dataset)
-    if tuple(x.shape[1:]) != ev.shape:
-        raise SystemExit(f"error: samples have shape {tuple(x.shape[1:])}, {a.dataset} needs {ev.shape}")
-    if a.dataset != "digits8x8":
-        ev.n_samples = max(x.shape[0], 2)
-    print(json.dumps({"dataset": a.dataset, "n_samples": int(x.shape[0]), **ev.evaluate(x, 0, a.seed)}))
+    try:
+        if (a.samples is None) == (a.run is None):
+            raise ValueError("pass exactly one of --samples FILE and --run RUN_DIR")
+        if a.n < 2:
+            raise ValueError(f"--n must be >= 2, got {a.n}")
+        run_data = None
+        if a.samples is not None:
+            if not Path(a.samples).is_file():
+                raise FileNotFoundError(f"no samples file at {a.samples} (write one with 'fewstep sample')")
+            try:
+                x = load_file(a.samples)["x"]
+            except Exception as e:  # safetensors raises its own error types for a non-safetensors file
+                raise ValueError(f"{a.samples} is not a samples file written by 'fewstep sample' ({e})") from None
+        else:
+            from fewstep.build.runs import load_model
+            from fewstep.data.source import seeded
+
+            model = load_model(a.run)
+            run_data = model.config.data
+            x = model.sample(a.n, steps=a.steps, generator=seeded(a.seed, 0xE7A1))
+            x = x[0] if isinstance(x, tuple) else x
+        name, ev = _evaluator(a, run_data)
+        if tuple(x.shape[1:]) != tuple(ev.shape):
+            raise ValueError(f"samples have shape {tuple(x.shape[1:])}, {name} needs {tuple(ev.shape)}")
+        if name != "digits8x8":
+            ev.n_samples = max(x.shape[0], 2)
+        metrics, bad = _finite(ev.evaluate(x if x.dtype == torch.int64 else x.double(), 0, a.seed))
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    out = {"dataset": name, "n_samples": int(x.shape[0]), **metrics}
+    if bad:
+        out["nonfinite"] = bad
+    print(json.dumps(out))
     return 0
