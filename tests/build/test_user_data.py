@@ -182,3 +182,33 @@ def test_eval_scores_any_data_and_writes_valid_json(tmp_path, monkeypatch, capsy
     assert 0 <= tok["bigram_tv"] < 0.5 and tok["entropy"] > 1.0
     with pytest.raises(SystemExit, match="error: samples have shape"):
         main(["eval", "--samples", "tok.safetensors", "--data.name", "gmm", "--data.root", "mix.json"])
+
+
+def test_eval_of_labelled_images_separates_data_from_noise(tmp_path, monkeypatch, capsys):
+    """fd_classifier: the library's classifier trained on half of the user's labelled images; real held-out
+    images score far closer than noise or one class only."""
+    from safetensors.torch import save_file
+
+    from fewstep.data.images import load_digits8x8
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FEWSTEP_CACHE", str(tmp_path / "cache"))
+    x, y = load_digits8x8("all")
+    u8 = ((x[:, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    np.savez("d.npz", x=u8, y=y.numpy())
+
+    def run_eval(samples: torch.Tensor) -> dict:
+        save_file({"x": samples.float().contiguous()}, "s.safetensors")
+        assert main(["eval", "--samples", "s.safetensors", "--data.name", "images", "--data.root", "d.npz"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    real = run_eval(x[:400])
+    noise = run_eval(torch.rand(400, 1, 8, 8) * 2 - 1)
+    ones = run_eval(x[y == 1][:150])
+    assert real["fd_classifier"] < 0.2 * noise["fd_classifier"] and real["fd_classifier"] < ones["fd_classifier"]
+    assert real["class_entropy"] > ones["class_entropy"] + 1.0  # ten classes vs one
+    assert real["dataset"] == "images:d.npz"
+    np.savez("nolabels.npz", x=u8)
+    save_file({"x": x[:10].float().contiguous()}, "s.safetensors")
+    with pytest.raises(SystemExit, match="have no labels"):
+        main(["eval", "--samples", "s.safetensors", "--data.name", "images", "--data.root", "nolabels.npz"])

@@ -6,6 +6,8 @@
   component assignments and the mixture weights.
 - Tokens: unigram entropy (mean per sample, next to the data's), bigram TV against the data's windows, distinct
   bigrams.
+- Labelled images: the Fréchet distance in the features of a classifier trained once on half of the images
+  (cached under the data's content hash), class entropy and confidence.
 """
 
 from __future__ import annotations
@@ -98,14 +100,58 @@ class TokenDataEval(DatasetEval):
                 "data_entropy": mean_entropy(ref), "distinct_2": distinct_n(x, 2)}
 
 
+class ImageDataEval(DatasetEval):
+    """Fréchet distance of a user's labelled images in the features of a classifier trained once on half of them
+    (``fd_classifier``; the other half is the reference set), with class entropy and confidence.
+
+    The images are split by a fixed permutation (seed 0) into a classifier-training half and a reference half;
+    the ``data`` rows compare the training half with the reference, the noise floor."""
+
+    primary = "fd_classifier"
+    metrics = (MetricSpec("fd_classifier", True), MetricSpec("class_entropy", False), MetricSpec("confidence", False))
+
+    def __init__(self, cfg: DataCfg, *, n_samples: int | None = None, cache_dir: str | None = None) -> None:
+        from fewstep.build.datasets import load_file_data, resolve_data
+        from fewstep.metrics.classifier import image_classifier
+
+        self.cfg = resolve_data(cfg)
+        x, y = load_file_data(self.cfg)
+        if y is None:
+            raise ValueError(f"the images at {cfg.root} have no labels: the Fréchet distance of your images needs a "
+                             "classifier trained on labelled images (class sub-folders or a 'y' array)")
+        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+        half = x.shape[0] // 2
+        a, b = perm[:half], perm[half:]
+        self.name, self.shape = f"images:{cfg.root}", tuple(x.shape[1:])
+        self.train_x, self.reference = x[a], x[b]
+        self.classifier = image_classifier(x[a], y[a], x[b], y[b], name=f"images-{self.cfg.digest}",
+                                           cache_dir=cache_dir)
+        self._ref = self.classifier(self.reference)
+        self.n_samples = n_samples or self.reference.shape[0]
+
+    def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
+        return self.train_x[:n]
+
+    def evaluate(self, x: Tensor, repeat: int, seed: int) -> dict[str, float]:
+        from fewstep.metrics.classifier import class_entropy, confidence
+        from fewstep.metrics.fid import frechet_distance
+
+        x = x.float().clamp(-1, 1)
+        probs = self.classifier.probs(x)
+        return {"fd_classifier": frechet_distance(self.classifier(x).double(), self._ref.double()),
+                "class_entropy": class_entropy(probs), "confidence": confidence(probs)}
+
+
 def make_data_eval(cfg: DataCfg, *, n_samples: int | None = None) -> DatasetEval:
-    """The evaluator of any data config: vectors (and mixtures) or tokens; images need a feature extractor and
-    are scored through the benchmark datasets (``digits8x8``, ``mnist``) for now."""
+    """The evaluator of any data config: vectors (and mixtures), tokens, or labelled images."""
     from fewstep.build.datasets import data_kind
 
     kind = data_kind(cfg)
+    opts = {} if n_samples is None else {"n_samples": n_samples}
     if kind == "vectors":
-        return VectorDataEval(cfg, **({} if n_samples is None else {"n_samples": n_samples}))
+        return VectorDataEval(cfg, **opts)
     if kind == "tokens":
-        return TokenDataEval(cfg, **({} if n_samples is None else {"n_samples": n_samples}))
-    raise ValueError(f"no evaluator for image data {cfg.name!r} yet: score images with --dataset digits8x8 or mnist")
+        return TokenDataEval(cfg, **opts)
+    if cfg.name != "images":
+        raise ValueError(f"score {cfg.name} with its benchmark evaluator: --dataset {cfg.name}")
+    return ImageDataEval(cfg, **opts)

@@ -306,7 +306,9 @@ def _read(kind: str, root: str, key: tuple, resize: int | None):
     return files.load_tokens(root)
 
 
-def _load(cfg: DataCfg):
+def load_file_data(cfg: DataCfg):
+    """The contents of a file-based dataset (images: (x, labels); vectors: x; gmm: the GMM; tokens: the ids),
+    read once per process."""
     p = _root(cfg)
     return _read(cfg.name, str(p.resolve()), _stat_key(p), cfg.resize if cfg.name == "images" else None)
 
@@ -347,14 +349,14 @@ def _resolve_images(cfg: DataCfg) -> DataCfg:
     if _resolved(cfg):
         return cfg
     digest = data_digest(cfg)
-    x, y = _load(cfg)
+    x, y = load_file_data(cfg)
     return replace(cfg, shape=tuple(int(v) for v in x.shape[1:]), digest=digest,
                    classes=0 if y is None else int(y.max()) + 1)
 
 
 def _images_source(cfg: DataCfg) -> DataSource:
     _check_identity(cfg)
-    x, y = _load(cfg)
+    x, y = load_file_data(cfg)
     if cfg.shape is not None and tuple(x.shape[1:]) != tuple(cfg.shape):
         raise ValueError(f"the images at {cfg.root} are {tuple(x.shape[1:])}, the run's are {tuple(cfg.shape)}")
     return TensorSource(x, y, name=f"images-{Path(cfg.root).stem}")
@@ -364,7 +366,7 @@ def _resolve_vectors(cfg: DataCfg) -> DataCfg:
     if _resolved(cfg):
         return cfg
     digest = data_digest(cfg)
-    x = _load(cfg)
+    x = load_file_data(cfg)
     out = replace(cfg, shape=(int(x.shape[1]),), digest=digest)
     if cfg.standardize:
         std = x.double().std(0)
@@ -375,7 +377,7 @@ def _resolve_vectors(cfg: DataCfg) -> DataCfg:
 
 def _vectors_source(cfg: DataCfg) -> DataSource:
     _check_identity(cfg)
-    x = _load(cfg)
+    x = load_file_data(cfg)
     if cfg.shape is not None and (int(x.shape[1]),) != tuple(cfg.shape):
         raise ValueError(f"the vectors at {cfg.root} have {x.shape[1]} dimensions, the run's {cfg.shape[0]}")
     if cfg.standardize:
@@ -399,7 +401,7 @@ def mixture(cfg: DataCfg):
         return make_gmm8d()
     if cfg.name != "gmm":
         raise ValueError(f"{cfg.name} is not a Gaussian mixture (the exact oracle needs gmm8d or --data.name gmm)")
-    return _load(cfg)
+    return load_file_data(cfg)
 
 
 def _resolve_gmm(cfg: DataCfg) -> DataCfg:
@@ -420,7 +422,7 @@ def _resolve_tokens(cfg: DataCfg) -> DataCfg:
     if _resolved(cfg):
         return cfg  # the vocabulary is stored
     digest = data_digest(cfg)
-    tokens = _load(cfg)
+    tokens = load_file_data(cfg)
     if len(tokens) < cfg.length:
         raise ValueError(f"{cfg.root} holds {len(tokens)} tokens, fewer than one window of --data.length {cfg.length}")
     return replace(cfg, vocab=int(tokens.max()) + 1, digest=digest, shape=(cfg.length,))
@@ -430,7 +432,7 @@ def _tokens_source(cfg: DataCfg) -> DataSource:
     from fewstep.data.text import TokenWindowSource
 
     _check_identity(cfg)
-    tokens = _load(cfg)
+    tokens = load_file_data(cfg)
     if int(tokens.max()) >= cfg.vocab:
         raise ValueError(f"{cfg.root} holds token id {int(tokens.max())} >= the run's vocabulary {cfg.vocab}")
     return TokenWindowSource(tokens, cfg.length, name=dataset_id(cfg))

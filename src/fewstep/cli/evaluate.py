@@ -51,7 +51,7 @@ def _evaluator(a: EvalArgs, run_data: DataCfg | None):
     name = dataset_id(run_data) if data_kind(run_data) == "tokens" else run_data.name
     if name in BENCH_DATASETS:
         return name, make_eval(name)
-    if run_data.root is not None and run_data.name in ("vectors", "gmm", "tokens"):
+    if run_data.root is not None and run_data.name in ("images", "vectors", "gmm", "tokens"):
         return f"{run_data.name}:{run_data.root}", make_data_eval(run_data)
     raise ValueError(f"no evaluator for the run's data {name!r}: pass --dataset NAME or --data.name/--data.root")
 

@@ -92,6 +92,21 @@ class LeNet(_FeatureNet):
         self.input_hw = (28, 28)
 
 
+class ImageNet(_FeatureNet):
+    """A small CNN for [B, C, H, W] images of any size: conv32-pool-conv64-adaptive 4x4 pool -> 128-d features."""
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, feat_dim: int = 128,
+                 input_hw: tuple[int, int] = (28, 28)) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(), nn.Linear(64 * 16, feat_dim), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(feat_dim, n_classes)
+        self.input_hw = tuple(input_hw)
+
+
 class Classifier:
     """A trained classifier used as a :class:`~fewstep.metrics.fid.FeatureExtractor`.
 
@@ -381,6 +396,36 @@ def lenet_classifier(
         recipe=_Recipe(seed=seed, epochs=epochs, batch_size=128, lr=1e-3),
         train=train,
         test=test,
+        cache_dir=cache_dir,
+        device=device,
+    )
+
+
+IMAGE_ARCH = "image-c32c64a4-f128-v1"
+
+
+def image_classifier(train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, name: str,
+                     cache_dir: str | os.PathLike[str] | None = None, seed: int = 0, epochs: int = 8,
+                     device: str | torch.device = "cpu") -> Classifier:
+    """A classifier for labelled images of any size [N, C, H, W] in [-1, 1] (a user's own data), trained on first
+    use and cached under its data fingerprint; its penultimate features define a Fréchet distance for that data.
+
+    Returns:
+        A :class:`Classifier` named ``name`` with 128-d features (its held-out accuracy is in ``meta``).
+    """
+    for x, y, what in ((train_x, train_y, "train"), (test_x, test_y, "test")):
+        if x.dim() != 4 or y.shape != (x.shape[0],):
+            raise ValueError(f"{what} data must be [N, C, H, W] with labels [N]: {tuple(x.shape)}, {tuple(y.shape)}")
+    n_classes = int(max(int(train_y.max()), int(test_y.max()))) + 1
+    c, hw = train_x.shape[1], tuple(train_x.shape[-2:])
+    return _get_or_train(
+        lambda: ImageNet(c, n_classes, input_hw=hw),
+        name=name,
+        arch=f"{IMAGE_ARCH}-c{c}-{hw[0]}x{hw[1]}-k{n_classes}-e{epochs}",
+        data=name,
+        recipe=_Recipe(seed=seed, epochs=epochs, batch_size=64, lr=1e-3),
+        train=(train_x.float(), train_y.long()),
+        test=(test_x.float(), test_y.long()),
         cache_dir=cache_dir,
         device=device,
     )
