@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from fewstep.build.runs import TrainedModel, load_model
-from fewstep.config import RunConfig
+from fewstep.config import DataCfg, RunConfig
 from fewstep.presets import quick
 
 
@@ -69,6 +69,8 @@ class BenchOptions:
     """text-char: training steps of the causal evaluator (None: its default, 2,000; --quick: 50). A different
     value is a different (separately cached) evaluator, so GenPPLs are comparable only at equal settings."""
     student_kernel: str | None = None
+    data: DataCfg | None = None
+    """Suite ``data``: the user's data source (``--data.name`` / ``--data.root``, resolved by the runner)."""
     """Discrete suites: uniform kernel of the distilled students' sampler (None: the one their run records)."""
     command: str = ""
 
@@ -153,3 +155,30 @@ def fit_and_load(trainer) -> tuple[TrainedModel, float]:
     """
     summary = trainer.fit()
     return load_model(trainer.run_dir, device=trainer.device), float(summary["train_seconds"])
+
+
+USER_DATASET = "data"
+"""The one dataset of suite ``data``: the user's ``BenchOptions.data``."""
+USER_PRESETS = {"vectors": "gmm8d", "images": "digits"}
+"""Teacher preset of suite ``data`` by data kind (its net and training length; the data replaced)."""
+USER_DISCRETE_PRESETS = {"masked": "hmm-mdlm", "uniform": "hmm-uniform"}
+"""Discrete teacher presets of suite ``data`` (token data) by process."""
+USER_IMM_PRESETS = {"vectors": "imm-gmm8d", "images": "imm-digits"}
+"""IMM presets of suite ``data`` by data kind."""
+
+
+def user_data(ctx: BenchContext) -> DataCfg | None:
+    """The user's (resolved) data config when the context's dataset is suite ``data``'s, else None."""
+    if ctx.dataset != USER_DATASET:
+        return None
+    if ctx.options.data is None:
+        raise ValueError("suite data needs --data.name NAME --data.root PATH (your own data)")
+    return ctx.options.data
+
+
+def user_data_tag(data: DataCfg) -> str:
+    """A run-folder tag naming the user's data by its kind, file stem and content hash."""
+    from pathlib import Path
+
+    stem = Path(data.root).stem if data.root else data.name
+    return f"{data.name}-{stem}-{data.digest or 'x'}"

@@ -12,7 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
-from fewstep.bench.context import BenchContext, ModelEntry, fit_and_load, scaled
+from fewstep.bench.context import (
+    USER_DATASET,
+    USER_DISCRETE_PRESETS,
+    BenchContext,
+    ModelEntry,
+    fit_and_load,
+    scaled,
+    user_data,
+    user_data_tag,
+)
 from fewstep.config import RunConfig
 from fewstep.presets import get_preset
 
@@ -28,12 +37,19 @@ def discrete_teacher_config(ctx: BenchContext, process: str) -> RunConfig:
     """The resolved RunConfig of the dataset's ``process`` teacher (preset, train_scale, --quick, run folder)."""
     opts = ctx.options
     presets = dict(opts.teacher_presets)
-    preset = presets.get(f"{ctx.dataset}/{process}", DISCRETE_BENCH_PRESETS[ctx.dataset][process])
-    cfg = scaled(get_preset(preset), opts)
+    data = user_data(ctx)
+    if data is not None:  # suite data: the text-hmm preset of the process, trained on the user's tokens
+        preset = presets.get(f"{USER_DATASET}/{process}", USER_DISCRETE_PRESETS[process])
+        base = get_preset(preset)
+        cfg = scaled(replace(base, data=data), opts)
+    else:
+        preset = presets.get(f"{ctx.dataset}/{process}", DISCRETE_BENCH_PRESETS[ctx.dataset][process])
+        cfg = scaled(get_preset(preset), opts)
     if opts.quick:
         cfg = replace(cfg, train=replace(cfg.train, total_nimg=min(cfg.train.total_nimg, 4096),
                                          batch_size=min(cfg.train.batch_size, 128), ckpt_every_nimg=2048))
-    name = f"{preset}-teacher" + ("-quick" if opts.quick else "")
+    name = f"{preset}-teacher" + (f"-{user_data_tag(data)}" if data is not None else "") + (
+        "-quick" if opts.quick else "")
     if opts.train_scale != 1.0:
         name += f"-x{opts.train_scale:g}"
     return replace(cfg, run_dir=str(ctx.runs_dir / name), train=replace(cfg.train, device=str(ctx.device)))

@@ -20,7 +20,17 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from fewstep.bench.context import BenchContext, ModelEntry, config_overrides, fit_and_load, register
+from fewstep.bench.context import (
+    USER_IMM_PRESETS,
+    BenchContext,
+    ModelEntry,
+    config_overrides,
+    fit_and_load,
+    register,
+    user_data,
+    user_data_tag,
+)
+from fewstep.build.datasets import data_kind
 from fewstep.build.trainers import build_trainer
 from fewstep.config import IMMCfg, RunConfig
 from fewstep.presets import get_preset, quick
@@ -32,10 +42,12 @@ IMM_PRESETS = {"gmm8d": "imm-gmm8d", "checkerboard2d": "imm-checkerboard", "spir
 
 def imm_config(ctx: BenchContext) -> RunConfig:
     """The resolved IMM RunConfig of the dataset (preset, train_scale, --quick, run folder, device)."""
-    if ctx.dataset not in IMM_PRESETS:
+    data = user_data(ctx)
+    if data is None and ctx.dataset not in IMM_PRESETS:
         raise ValueError(f"no IMM preset for {ctx.dataset!r} (have {sorted(IMM_PRESETS)})")
-    opts, preset = ctx.options, IMM_PRESETS[ctx.dataset]
-    cfg = get_preset(preset)
+    opts = ctx.options
+    preset = IMM_PRESETS[ctx.dataset] if data is None else USER_IMM_PRESETS[data_kind(data)]
+    cfg = get_preset(preset) if data is None else replace(get_preset(preset), data=data)
     if opts.train_scale != 1.0:
         t = cfg.train
         total = max(t.batch_size, int(t.total_nimg * opts.train_scale))
@@ -43,7 +55,8 @@ def imm_config(ctx: BenchContext) -> RunConfig:
                                                                                          opts.train_scale))))
     if opts.quick:
         cfg = quick(cfg)
-    name = preset + ("-quick" if opts.quick else "") + (f"-x{opts.train_scale:g}" if opts.train_scale != 1.0 else "")
+    name = preset + (f"-{user_data_tag(data)}" if data is not None else "") + ("-quick" if opts.quick else "") + (
+        f"-x{opts.train_scale:g}" if opts.train_scale != 1.0 else "")
     if opts.imm_set:
         sets = imm_overrides(opts)
         cfg = replace(cfg, method=replace(cfg.method, **sets))
@@ -108,7 +121,7 @@ def budget_teacher_config(ctx: BenchContext, seconds: float) -> RunConfig:
 def teacher_budget_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
     """The Gaussian teacher trained for the IMM run's wall-clock time, every sampler at every teacher NFE
     (datasets without an IMM preset yield nothing)."""
-    if ctx.dataset not in IMM_PRESETS:
+    if not _has_imm(ctx):
         return
     from fewstep.bench.providers import sampler_entries
 
@@ -124,7 +137,7 @@ def teacher_budget_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
 @register("imm")
 def imm_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
     """IMM at every k in --steps, pushforward and restart (datasets without an IMM preset yield nothing)."""
-    if ctx.dataset not in IMM_PRESETS:
+    if not _has_imm(ctx):
         return
     model, secs = trained_imm(ctx)
     for sampler in ("pushforward", "restart"):
@@ -134,3 +147,9 @@ def imm_provider(ctx: BenchContext) -> Iterator[ModelEntry]:
 
             yield ModelEntry(method="imm", sampler=sampler, steps=k, nfe=k, generate=generate,
                              train_seconds=secs, extra={"imm_options": model.sampler.config()})
+
+
+def _has_imm(ctx: BenchContext) -> bool:
+    """Whether the dataset has an IMM preset (suite data: vectors and images)."""
+    data = user_data(ctx)
+    return ctx.dataset in IMM_PRESETS if data is None else data_kind(data) in USER_IMM_PRESETS

@@ -18,7 +18,15 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-from fewstep.bench.context import BenchContext, ModelEntry, config_overrides, fit_and_load, register
+from fewstep.bench.context import (
+    BenchContext,
+    ModelEntry,
+    config_overrides,
+    fit_and_load,
+    register,
+    user_data,
+    user_data_tag,
+)
 from fewstep.bench.providers import teacher_config, trained_teacher
 from fewstep.build.distill import build_distillation, oracle_net
 from fewstep.build.distill_config import ORACLE, distill_config, resolve_distill
@@ -34,7 +42,11 @@ def mm_config(ctx: BenchContext, method: str, k: int, teacher: str) -> DistillCo
         cfg, name = distill_config(run, method=method, steps=k), Path(run).name
     else:
         cfg = distill_config(ORACLE, method=method, steps=k)
-        name = "gmm8d-oracle" + ("-quick" if opts.quick else "")
+        data = user_data(ctx)
+        if data is not None:  # suite data on a mixture file: its exact oracle
+            cfg = replace(cfg, data=data)
+        name = (f"{user_data_tag(data)}-oracle" if data is not None else "gmm8d-oracle") + (
+            "-quick" if opts.quick else "")
         if opts.train_scale != 1.0:
             name += f"-x{opts.train_scale:g}"
     scale = opts.train_scale if opts.distill_scale is None else opts.distill_scale
@@ -78,7 +90,9 @@ def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:
     cfg = mm_config(ctx, method, k, teacher)
     extra, cache = {}, None
     if teacher == "oracle":
-        cache = ctx.runs_dir / f"gmm8d-oracle-regressed{'-quick' if ctx.options.quick else ''}.safetensors"
+        data = user_data(ctx)
+        tag = user_data_tag(data) if data is not None else "gmm8d"
+        cache = ctx.runs_dir / f"{tag}-oracle-regressed{'-quick' if ctx.options.quick else ''}.safetensors"
         _, extra["init_seconds"] = oracle_net(cfg, cache)
         if cfg.method.mode == "alternating":  # the oracle itself runs on the CPU only
             cfg = replace(cfg, train=replace(cfg.train, device="cpu"))
@@ -98,7 +112,9 @@ def _entry(ctx: BenchContext, method: str, k: int, teacher: str) -> ModelEntry:
 
 def _provider(method: str):
     def provide(ctx: BenchContext) -> Iterator[ModelEntry]:
-        teachers = [t for t in ctx.options.distill_teachers if t == "trained" or ctx.dataset == "gmm8d"]
+        data = user_data(ctx)
+        has_oracle = ctx.dataset == "gmm8d" or (data is not None and data.name == "gmm")
+        teachers = [t for t in ctx.options.distill_teachers if t == "trained" or has_oracle]
         for teacher in teachers:
             if teacher == "trained":
                 trained_teacher(ctx)  # train (or reuse) it first: the distillation loads its run folder

@@ -22,6 +22,7 @@ import torch
 
 from fewstep.bench.context import PROVIDERS, BenchContext, BenchOptions, ModelEntry
 from fewstep.bench.suites import SUITES, DatasetEval, make_eval
+from fewstep.config import to_dict
 from fewstep.data.source import seeded
 
 
@@ -51,7 +52,7 @@ def _cpu_name() -> str:
 
 
 MODEL_OPTIONS = ("quick", "teacher_presets", "train_scale", "distill_scale", "distill_set", "imm_set",
-                 "distill_seed", "evaluator_steps", "student_kernel")
+                 "distill_seed", "evaluator_steps", "student_kernel", "data")
 """The bench options that change a trained model or its metric (not just which rows are measured or how many
 samples): every results row records those set away from their defaults in its ``options`` field."""
 
@@ -64,6 +65,9 @@ def options_record(opts: BenchOptions) -> dict:
     for name in MODEL_OPTIONS:
         value = getattr(opts, name)
         if value != getattr(default, name):
+            if name == "data":
+                value = {k: v for k, v in to_dict(value).items() if k in ("name", "root", "digest", "length",
+                                                                          "standardize", "resize", "seed")}
             out[name] = dict(value) if name in ("distill_set", "imm_set", "teacher_presets") else value
     return out
 
@@ -168,6 +172,12 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     bad = [d for d in datasets if d not in SUITES[opts.suite]]
     if bad:
         raise ValueError(f"datasets {bad} are not in suite {opts.suite!r} ({SUITES[opts.suite]})")
+    if opts.suite == "data":
+        if opts.data is None or opts.data.root is None:
+            raise ValueError("suite data needs --data.name NAME --data.root PATH (your own data; docs/data.md)")
+        from fewstep.build.datasets import resolve_data
+
+        opts = replace(opts, data=resolve_data(opts.data))  # its shape, vocabulary and content hash, once
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(opts.device)
@@ -180,8 +190,13 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     results.write_text("")
     for dataset in datasets:
         steps = 50 if opts.quick else opts.evaluator_steps
-        ev = make_eval(dataset, n_samples=_quick_n(dataset) if opts.quick else opts.n_samples,
-                       **({"evaluator_steps": steps} if steps else {}))
+        n = _quick_n(dataset) if opts.quick else opts.n_samples
+        if dataset == "data":
+            from fewstep.bench.suites_user import make_data_eval
+
+            ev = make_data_eval(opts.data, n_samples=n)
+        else:
+            ev = make_eval(dataset, n_samples=n, **({"evaluator_steps": steps} if steps else {}))
         ctx = BenchContext(options=opts, dataset=dataset, device=device, runs_dir=runs_dir,
                            cache={"eval_n": ev.n_samples})
         new = data_rows(ev, ctx, {**base, "dataset": dataset})

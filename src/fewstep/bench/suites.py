@@ -162,5 +162,6 @@ SUITES: dict[str, tuple[str, ...]] = {
     "text-hmm": ("hmm-v32-l64",),
     "grid2d": ("grid2d",),
     "text-char": ("tinyshakespeare-l128",),
+    "data": ("data",),
 }
 """Datasets of each suite."""

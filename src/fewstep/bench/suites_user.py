@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
@@ -28,7 +30,7 @@ class VectorDataEval(DatasetEval):
         from fewstep.build.datasets import build_data, mixture, resolve_data, sample_shape
 
         self.cfg = resolve_data(cfg)
-        self.name, self.shape = f"{cfg.name}:{cfg.root}", sample_shape(self.cfg)
+        self.name, self.shape = f"{cfg.name}-{Path(cfg.root).stem}", sample_shape(self.cfg)
         self.gmm = mixture(self.cfg) if cfg.name in ("gmm", "gmm8d") else None
         self.source = build_data(self.cfg)
         self.n_samples = n_samples
@@ -81,7 +83,7 @@ class TokenDataEval(DatasetEval):
         from fewstep.build.datasets import build_data, resolve_data, sample_shape
 
         self.cfg = resolve_data(cfg)
-        self.name, self.shape = f"{cfg.name}:{cfg.root}", sample_shape(self.cfg)
+        self.name, self.shape = f"{cfg.name}-{Path(cfg.root).stem}", sample_shape(self.cfg)
         self.source = build_data(self.cfg)
         self.n_samples = n_samples
         self.metrics = (MetricSpec("bigram_tv", True), MetricSpec("entropy", False),
@@ -122,7 +124,7 @@ class ImageDataEval(DatasetEval):
         perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
         half = x.shape[0] // 2
         a, b = perm[:half], perm[half:]
-        self.name, self.shape = f"images:{cfg.root}", tuple(x.shape[1:])
+        self.name, self.shape = f"images-{Path(cfg.root).stem}", tuple(x.shape[1:])
         self.train_x, self.reference = x[a], x[b]
         self.classifier = image_classifier(x[a], y[a], x[b], y[b], name=f"images-{self.cfg.digest}",
                                            cache_dir=cache_dir)

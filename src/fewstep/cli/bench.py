@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import tyro
 
 from fewstep.cli.common import parse_pairs, parse_steps
+from fewstep.config import DataCfg
 
 
 @dataclass(frozen=True)
 class BenchArgs:
     """Run a benchmark suite (docs/benchmarks.md)."""
 
-    suite: tyro.conf.Positional[Literal["toy", "digits", "mnist", "text-hmm", "grid2d", "text-char"]]
-    """Suite name."""
+    suite: tyro.conf.Positional[Literal["toy", "digits", "mnist", "text-hmm", "grid2d", "text-char", "data"]]
+    """Suite name (``data``: your own data, --data.name / --data.root)."""
     methods: str = "teacher,oracle"
     steps: str = "1,2,4,8"
     """Steps of few-step methods."""
@@ -60,6 +61,8 @@ class BenchArgs:
     """Discrete suites: teacher samplers (ancestral, greedy)."""
     max_row_evals: int = 1_000_000
     """Discrete suites: cap on network row evaluations per uncached configuration (fewer samples at high NFE)."""
+    data: DataCfg = field(default_factory=lambda: DataCfg(name="vectors"))
+    """Suite ``data``: your data source (--data.name images|vectors|gmm|tokens --data.root PATH; docs/data.md)."""
     student_kernel: Literal["duo", "sample-x"] | None = None
     """Discrete suites: sample the distilled students (uniform process) with this kernel instead of the one
     their run records (sampling only: the same trained students; recorded in every row's ``options``)."""
@@ -69,6 +72,9 @@ def cmd_bench(argv: list[str]) -> int:
     from fewstep.bench.runner import BenchOptions, run_bench, with_defaults
 
     a = tyro.cli(BenchArgs, args=argv, prog="fewstep bench")
+    if a.suite != "data" and a.data != DataCfg(name="vectors"):
+        raise SystemExit(f"error: --data.* choose the data of suite 'data' (fewstep bench data --data.name ... "
+                         f"--data.root ...); suite {a.suite!r} has its own datasets")
     opts = BenchOptions(
         suite=a.suite, methods=tuple(m for m in a.methods.split(",") if m), steps=parse_steps(a.steps),
         teacher_nfe=parse_steps(a.teacher_nfe), samplers=tuple(a.samplers.split(",")), quick=a.quick,
@@ -80,7 +86,8 @@ def cmd_bench(argv: list[str]) -> int:
         distill_teachers=tuple(t for t in a.distill_teachers.split(",") if t), n_samples=a.n_samples,
         processes=tuple(p for p in a.processes.split(",") if p),
         discrete_samplers=tuple(p for p in a.discrete_samplers.split(",") if p), max_row_evals=a.max_row_evals,
-        student_kernel=a.student_kernel, command="fewstep bench " + shlex.join(argv))
+        student_kernel=a.student_kernel, data=a.data if a.suite == "data" else None,
+        command="fewstep bench " + shlex.join(argv))
     try:
         run_bench(with_defaults(opts))
     except ValueError as e:

@@ -1,0 +1,50 @@
+"""``fewstep bench data``: the bench on a user's own data (teacher, oracle, MM, IMM, IDLM) end to end, quick."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fewstep.cli import main
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+def test_bench_on_a_mixture_file_has_teacher_oracle_and_students(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = {"weights": [0.4, 0.6], "means": [[-2.0, 0.0, 1.0], [2.0, 1.0, -1.0]], "covariances": [0.2, 0.3]}
+    Path("mix.json").write_text(json.dumps(spec))
+    assert main(["bench", "data", "--data.name", "gmm", "--data.root", "mix.json", "--methods",
+                 "teacher,oracle,mm-alternating,imm", "--steps", "2", "--teacher-nfe", "1,4", "--quick",
+                 "--repeats", "2", "--out", "out"]) == 0
+    rows = _rows(Path("out"))
+    methods = {(r["method"], r.get("teacher")) for r in rows if r["metric"] == "energy"}
+    assert {("data", None), ("teacher", None), ("oracle", None), ("mm-alternating", "trained"),
+            ("mm-alternating", "oracle"), ("imm", None)} <= methods
+    assert all(r["dataset"] == "data" and r["options"]["data"]["name"] == "gmm" for r in rows)
+    assert {"log_density", "mode_weights_tv"} <= {r["metric"] for r in rows}
+    oracle16 = [r for r in rows if r["method"] == "oracle" and r["nfe"] == 4 and r["metric"] == "energy"]
+    one = [r for r in rows if r["method"] == "oracle" and r["nfe"] == 1 and r["metric"] == "energy"]
+    assert oracle16[0]["value"] < one[0]["value"]  # the exact teacher improves with steps
+
+
+def test_bench_on_token_ids_and_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save("ids.npy", np.random.default_rng(0).integers(0, 6, size=3000))
+    assert main(["bench", "data", "--data.name", "tokens", "--data.root", "ids.npy", "--data.length", "8",
+                 "--methods", "teacher,idlm", "--processes", "masked", "--steps", "2", "--teacher-nfe", "2",
+                 "--quick", "--repeats", "1", "--min-repeats", "1", "--out", "out"]) == 0
+    rows = _rows(Path("out"))
+    assert {r["method"] for r in rows} == {"data", "teacher", "idlm"}
+    assert {"bigram_tv", "entropy"} <= {r["metric"] for r in rows}
+    with pytest.raises(SystemExit, match="needs --data.name NAME --data.root PATH"):
+        main(["bench", "data", "--methods", "teacher", "--quick", "--out", "o2"])
+    with pytest.raises(SystemExit, match="suite 'toy' has its own datasets"):
+        main(["bench", "toy", "--data.name", "gmm", "--data.root", "x.json", "--out", "o3"])
