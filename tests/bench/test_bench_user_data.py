@@ -48,3 +48,15 @@ def test_bench_on_token_ids_and_errors(tmp_path, monkeypatch):
         main(["bench", "data", "--methods", "teacher", "--quick", "--out", "o2"])
     with pytest.raises(SystemExit, match="suite 'toy' has its own datasets"):
         main(["bench", "toy", "--data.name", "gmm", "--data.root", "x.json", "--out", "o3"])
+
+
+def test_bench_on_another_text_hmm_source(tmp_path, monkeypatch):
+    """--data.* of a generated source: another HMM (seed 3, 16 tokens), scored by its exact likelihood."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "data", "--data.name", "text-hmm", "--data.seed", "3", "--data.length", "16",
+                 "--methods", "teacher", "--processes", "masked", "--teacher-nfe", "4", "--quick", "--repeats", "1",
+                 "--min-repeats", "1", "--out", "out"]) == 0
+    rows = _rows(Path("out"))
+    assert {"oracle_nll", "entropy"} <= {r["metric"] for r in rows}
+    assert [p.name for p in Path("out/runs").iterdir()] == ["hmm-mdlm-teacher-hmm-v32-l16-s3-quick"]
+    assert rows[0]["options"]["data"]["seed"] == 3

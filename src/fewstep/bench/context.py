@@ -180,5 +180,8 @@ def user_data_tag(data: DataCfg) -> str:
     """A run-folder tag naming the user's data by its kind, file stem and content hash."""
     from pathlib import Path
 
-    stem = Path(data.root).stem if data.root else data.name
-    return f"{data.name}-{stem}-{data.digest or 'x'}"
+    if data.root is None:  # a generated source (text-hmm): its canonical name holds its settings
+        from fewstep.build.datasets import dataset_id
+
+        return dataset_id(data)
+    return f"{data.name}-{Path(data.root).stem}-{data.digest or 'x'}"

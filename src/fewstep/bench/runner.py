@@ -173,8 +173,9 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     if bad:
         raise ValueError(f"datasets {bad} are not in suite {opts.suite!r} ({SUITES[opts.suite]})")
     if opts.suite == "data":
-        if opts.data is None or opts.data.root is None:
-            raise ValueError("suite data needs --data.name NAME --data.root PATH (your own data; docs/data.md)")
+        if opts.data is None or (opts.data.root is None and opts.data.name != "text-hmm"):
+            raise ValueError("suite data needs --data.name NAME --data.root PATH (your own data; docs/data.md), or "
+                             "--data.name text-hmm with its --data.seed / --data.length / ... ")
         from fewstep.build.datasets import resolve_data
 
         opts = replace(opts, data=resolve_data(opts.data))  # its shape, vocabulary and content hash, once

@@ -150,6 +150,11 @@ def make_data_eval(cfg: DataCfg, *, n_samples: int | None = None) -> DatasetEval
 
     kind = data_kind(cfg)
     opts = {} if n_samples is None else {"n_samples": n_samples}
+    if cfg.name == "text-hmm":  # a generated source with an exact likelihood: the suite's oracle evaluator
+        from fewstep.bench.suites_text import HMMEval
+        from fewstep.build.datasets import dataset_id
+
+        return HMMEval(dataset_id(cfg), cfg, **opts)
     if kind == "vectors":
         return VectorDataEval(cfg, **opts)
     if kind == "tokens":
