@@ -25,7 +25,7 @@ class DataCfg:
     """Training data."""
 
     name: Literal["gmm8d", "checkerboard2d", "spiral2d", "digits8x8", "mnist", "fashion_mnist", "text-hmm",
-                  "grid2d", "text-char", "text-bpe", "images", "vectors", "gmm", "tokens"] = "checkerboard2d"
+                  "grid2d", "text-char", "text-bpe", "images", "vectors", "gmm", "tokens", "mnist14"] = "checkerboard2d"
     """Dataset name. Your own files: ``images`` (a PNG/JPEG folder, class sub-folders giving labels, an .npz or an
     IDX file), ``vectors`` (.npy / .npz / .csv [N, d]), ``gmm`` (a .json mixture: data and its exact oracle
     teacher), ``tokens`` (a .npy of token ids or a folder of them); each with ``--data.root PATH``."""

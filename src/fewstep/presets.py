@@ -100,6 +100,11 @@ PRESETS: dict[str, RunConfig] = {
         method=DiffusionCfg(weighting="edm"),
         train=replace(_DIGITS_TRAIN, total_nimg=2_000_000, lr=5e-4), run_dir="runs/digits-unet-teacher"),
     "mnist": _MNIST,
+    # MNIST at 14 x 14 on the CPU: the digits teacher's residual MLP (196 pixels) at its length.
+    "mnist14": RunConfig(
+        data=DataCfg(name="mnist14"),  # files under $FEWSTEP_DATA or ./data (scripts/get_resources.sh)
+        process=ProcessCfg(schedule="cosine", sigma_data=0.6), net=NetCfg(kind="mlp", width=512, depth=4),
+        method=DiffusionCfg(weighting="edm"), train=_DIGITS_TRAIN, run_dir="runs/mnist14-teacher"),
     "imm-gmm8d": _imm_toy("gmm8d", 1.0),
     "imm-checkerboard": _imm_toy("checkerboard2d", 1.15),
     "imm-spiral": _imm_toy("spiral2d", 0.9),
@@ -111,6 +116,11 @@ PRESETS: dict[str, RunConfig] = {
         net=NetCfg(kind="mlp", width=512, depth=4, two_time=True), method=IMMCfg(param="euler-fm"),
         train=replace(_IMM_TOY_TRAIN, total_nimg=2_048_000, batch_size=512, ckpt_every_nimg=512_000,
                       log_every_nimg=128_000), run_dir="runs/digits8x8-imm"),
+    "imm-mnist14": RunConfig(
+        data=DataCfg(name="mnist14"), process=ProcessCfg(schedule="flow", sigma_data=0.6),
+        net=NetCfg(kind="mlp", width=512, depth=4, two_time=True), method=IMMCfg(param="euler-fm"),
+        train=replace(_IMM_TOY_TRAIN, total_nimg=2_048_000, batch_size=512, ckpt_every_nimg=512_000,
+                      log_every_nimg=128_000), run_dir="runs/mnist14-imm"),
     # A short MNIST teacher for a limited GPU budget (1.5M images; its H100 training time: benchmarks/gpu.md).
     "mnist-short": replace(_MNIST, train=replace(_MNIST.train, total_nimg=1_500_000, lr=4e-4, warmup_nimg=50_000,
                                                   ema_halflife_nimg=100_000, ckpt_every_nimg=500_000,
@@ -133,7 +143,7 @@ PRESETS: dict[str, RunConfig] = {
 """All presets by name; the dataset presets are the ones ``fewstep bench`` trains."""
 
 BENCH_PRESETS = {"gmm8d": "gmm8d", "checkerboard2d": "toy2d-checkerboard", "spiral2d": "toy2d-spiral",
-                 "digits8x8": "digits", "mnist": "mnist"}
+                 "digits8x8": "digits", "mnist": "mnist", "mnist14": "mnist14"}
 """The teacher preset ``fewstep bench`` trains for each dataset (``--teacher-preset`` overrides it)."""
 
 

@@ -60,3 +60,40 @@ def test_bench_on_another_text_hmm_source(tmp_path, monkeypatch):
     assert {"oracle_nll", "entropy"} <= {r["metric"] for r in rows}
     assert [p.name for p in Path("out/runs").iterdir()] == ["hmm-mdlm-teacher-hmm-v32-l16-s3-quick"]
     assert rows[0]["options"]["data"]["seed"] == 3
+
+
+def _fake_mnist(root: Path, n_train: int = 256, n_test: int = 128) -> None:
+    """MNIST-format IDX files (28 x 28 uint8) of two shapes of strokes, labels 0/1, under ``root``."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 2, n).astype(np.uint8)
+        imgs = np.zeros((n, 28, 28), np.uint8)
+        for i, c in enumerate(labels):
+            r = rng.integers(6, 20)
+            if c:
+                imgs[i, r:r + 3, 4:24] = 255  # a horizontal bar
+            else:
+                imgs[i, 4:24, r:r + 3] = 255  # a vertical bar
+        with gzip.open(root / f"{split}-images-idx3-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 3]) + b"".join(v.to_bytes(4, "big") for v in (n, 28, 28)) + imgs.tobytes())
+        with gzip.open(root / f"{split}-labels-idx1-ubyte.gz", "wb") as f:
+            f.write(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + labels.tobytes())
+
+
+@pytest.mark.slow  # about a minute on 2 cores: the image students' warm start and IMM
+def test_mnist14_suite_runs_teacher_mm_and_imm(tmp_path, monkeypatch):
+    """The mnist14 suite end to end (quick) on MNIST-format files: 14 x 14 teacher, MM and IMM rows, fd_mnist14."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    _fake_mnist(tmp_path / "data")
+    monkeypatch.setenv("FEWSTEP_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("FEWSTEP_CACHE", str(tmp_path / "cache"))
+    assert main(["bench", "mnist14", "--methods", "teacher,mm-alternating,imm", "--steps", "1", "--teacher-nfe",
+                 "1,4", "--samplers", "ddim", "--quick", "--repeats", "1", "--min-repeats", "1", "--out", "out"]) == 0
+    rows = _rows(Path("out"))
+    assert {r["method"] for r in rows} == {"data", "teacher", "mm-alternating", "imm"}
+    fd = {(r["method"], r["nfe"]): r["value"] for r in rows if r["metric"] == "fd_mnist14"}
+    assert fd[("data", 0)] < fd[("teacher", 1)]  # real images beat a 1-step teacher in the classifier's features
+    assert Path("out/quality_vs_nfe_mnist14.png").is_file()

@@ -36,7 +36,7 @@ from fewstep.config import IMMCfg, RunConfig
 from fewstep.presets import get_preset, quick
 
 IMM_PRESETS = {"gmm8d": "imm-gmm8d", "checkerboard2d": "imm-checkerboard", "spiral2d": "imm-spiral",
-               "digits8x8": "imm-digits"}
+               "digits8x8": "imm-digits", "mnist14": "imm-mnist14"}
 """The IMM preset ``fewstep bench`` trains for each dataset."""
 
 

@@ -224,7 +224,8 @@ def _append(path: Path, rows: list[dict]) -> None:
 
 
 def _quick_n(dataset: str) -> int:
-    return {"digits8x8": 256, "hmm-v32-l64": 256, "tinyshakespeare-l128": 32, "grid2d": 2000}.get(dataset, 1024)
+    return {"digits8x8": 256, "mnist14": 256, "hmm-v32-l64": 256, "tinyshakespeare-l128": 32,
+            "grid2d": 2000}.get(dataset, 1024)
 
 
 def with_defaults(opts: BenchOptions) -> BenchOptions:

@@ -176,6 +176,21 @@ def _mnist_like(name: str) -> Callable[[DataCfg], DataSource]:
     return source
 
 
+def mnist14(root: str | None, split: str = "train") -> tuple[Tensor, Tensor]:
+    """MNIST downsampled to 14 x 14 (2 x 2 average pooling of the 28 x 28 IDX images, in [-1, 1]) and its labels."""
+    from fewstep.data import images
+
+    x, y = images.load_mnist(root, split=split)
+    if tuple(x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"mnist14 needs the 28 x 28 MNIST files, {root} holds {tuple(x.shape[1:])}")
+    return torch.nn.functional.avg_pool2d(x, 2), y
+
+
+def _mnist14_source(cfg: DataCfg) -> DataSource:
+    x, y = mnist14(cfg.root, "train")
+    return TensorSource(x, y, name="mnist14")
+
+
 # ------------------------------------------------------------------------------------------ tokens
 def make_hmm_for(cfg: DataCfg):
     """The fixed HMM of a text-hmm config (``cfg.seed``, 0 by default, is part of the dataset's identity)."""
@@ -266,6 +281,7 @@ for _ds in (
     Dataset("spiral2d", "vectors", _toy2d("spiral2d"), _fixed((2,))),
     Dataset("digits8x8", "images", _digits, _fixed((1, 8, 8))),
     Dataset("mnist", "images", _mnist_like("mnist"), _fixed((1, 28, 28))),
+    Dataset("mnist14", "images", lambda cfg: _mnist14_source(cfg), _fixed((1, 14, 14))),
     Dataset("fashion_mnist", "images", _mnist_like("fashion_mnist"), _fixed((1, 28, 28))),
     Dataset("text-hmm", "tokens", _hmm_source, _token_shape),
     Dataset("grid2d", "tokens", _grid2d_source, _token_shape,

@@ -18,7 +18,8 @@ from fewstep.config import DataCfg
 class BenchArgs:
     """Run a benchmark suite (docs/benchmarks.md)."""
 
-    suite: tyro.conf.Positional[Literal["toy", "digits", "mnist", "text-hmm", "grid2d", "text-char", "data"]]
+    suite: tyro.conf.Positional[Literal["toy", "digits", "mnist", "text-hmm", "grid2d", "text-char", "data",
+                                                  "mnist14"]]
     """Suite name (``data``: your own data, --data.name / --data.root)."""
     methods: str = "teacher,oracle"
     steps: str = "1,2,4,8"
