@@ -84,7 +84,28 @@ class DigitsEval(DatasetEval):
                 "class_entropy": class_entropy(probs), "confidence": confidence(probs)}
 
 
-class MnistEval(DatasetEval):
+class _ClassifierEval(DatasetEval):
+    """Fréchet distance (``fd_metric``) in a trained classifier's features against a reference set, with class
+    entropy and confidence; the ``data`` rows are slices of the training images. Subclasses set ``classifier``,
+    ``train_x`` and ``_ref_feats``."""
+
+    fd_metric: str
+
+    def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
+        start = (repeat * n) % max(1, self.train_x.shape[0] - n + 1)
+        return self.train_x[start:start + n]
+
+    def evaluate(self, x: Tensor, repeat: int, seed: int) -> dict[str, float]:
+        from fewstep.metrics.classifier import class_entropy, confidence
+        from fewstep.metrics.fid import frechet_distance
+
+        x = x.float().clamp(-1, 1)
+        probs = self.classifier.probs(x)
+        return {self.fd_metric: frechet_distance(self.classifier(x), self._ref_feats),
+                "class_entropy": class_entropy(probs), "confidence": confidence(probs)}
+
+
+class MnistEval(_ClassifierEval):
     """fd_lenet (Frechet distance in a LeNet's 128-d features), class entropy and confidence on MNIST 28x28.
 
     The LeNet trains on the 60k training images (cached, ``metrics.classifier.lenet_classifier``). Each repeat
@@ -95,7 +116,7 @@ class MnistEval(DatasetEval):
 
     name = "mnist"
     shape = (1, 28, 28)
-    primary = "fd_lenet"
+    primary = fd_metric = "fd_lenet"
     metrics = (MetricSpec("fd_lenet", True), MetricSpec("class_entropy", False), MetricSpec("confidence", False))
 
     def __init__(self, root: str | None = None, cache_dir: str | None = None, n_samples: int = 5000) -> None:
@@ -111,28 +132,15 @@ class MnistEval(DatasetEval):
         self.classifier = lenet_classifier(self.train_x, train_y, test_x, test_y, cache_dir, device=dev)
         self._ref_feats = self.classifier(test_x)
 
-    def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
-        start = (repeat * n) % max(1, self.train_x.shape[0] - n + 1)
-        return self.train_x[start:start + n]
 
-    def evaluate(self, x: Tensor, repeat: int, seed: int) -> dict[str, float]:
-        from fewstep.metrics.classifier import class_entropy, confidence
-        from fewstep.metrics.fid import frechet_distance
-
-        x = x.float().clamp(-1, 1)
-        probs = self.classifier.probs(x)
-        return {"fd_lenet": frechet_distance(self.classifier(x), self._ref_feats),
-                "class_entropy": class_entropy(probs), "confidence": confidence(probs)}
-
-
-class Mnist14Eval(DatasetEval):
+class Mnist14Eval(_ClassifierEval):
     """fd_mnist14 (Fréchet distance in the 128-d features of a small CNN trained once on the 60k training images at
     14 x 14, cached), class entropy and confidence. Each repeat compares ``n_samples`` generated images with the 10k
     test images; the ``data`` rows compare ``n_samples`` training images (a slice per repeat) with them."""
 
     name = "mnist14"
     shape = (1, 14, 14)
-    primary = "fd_mnist14"
+    primary = fd_metric = "fd_mnist14"
     metrics = (MetricSpec("fd_mnist14", True), MetricSpec("class_entropy", False), MetricSpec("confidence", False))
 
     def __init__(self, root: str | None = None, cache_dir: str | None = None, n_samples: int = 5000) -> None:
@@ -145,19 +153,6 @@ class Mnist14Eval(DatasetEval):
         self.classifier = image_classifier(self.train_x, train_y, test_x, test_y, name="mnist14", epochs=4,
                                            cache_dir=cache_dir)
         self._ref_feats = self.classifier(test_x)
-
-    def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
-        start = (repeat * n) % max(1, self.train_x.shape[0] - n + 1)
-        return self.train_x[start:start + n]
-
-    def evaluate(self, x: Tensor, repeat: int, seed: int) -> dict[str, float]:
-        from fewstep.metrics.classifier import class_entropy, confidence
-        from fewstep.metrics.fid import frechet_distance
-
-        x = x.float().clamp(-1, 1)
-        probs = self.classifier.probs(x)
-        return {"fd_mnist14": frechet_distance(self.classifier(x), self._ref_feats),
-                "class_entropy": class_entropy(probs), "confidence": confidence(probs)}
 
 
 def make_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | None = None,
