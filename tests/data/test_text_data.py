@@ -191,11 +191,11 @@ def test_char_splits_contiguous() -> None:
 
 
 def test_read_text_missing_says_how(tmp_path, monkeypatch) -> None:
-    with pytest.raises(FileNotFoundError, match="get_resources.sh"):
+    with pytest.raises(FileNotFoundError, match="docs/resources.md"):
         read_text(tmp_path / "tinyshakespeare.txt")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FEWSTEP_DATA", raising=False)
-    with pytest.raises(FileNotFoundError, match="cp ../shared/data/tinyshakespeare.txt"):
+    with pytest.raises(FileNotFoundError, match="data/tinyshakespeare.txt"):
         find_tinyshakespeare()
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "tinyshakespeare.txt").write_text("First Citizen:\n")

