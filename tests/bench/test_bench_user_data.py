@@ -46,20 +46,25 @@ def test_bench_on_token_ids_and_errors(tmp_path, monkeypatch):
     assert {"bigram_tv", "entropy"} <= {r["metric"] for r in rows}
     with pytest.raises(SystemExit, match="needs --data.name NAME --data.root PATH"):
         main(["bench", "data", "--methods", "teacher", "--quick", "--out", "o2"])
-    with pytest.raises(SystemExit, match="suite 'toy' has its own datasets"):
+    with pytest.raises(SystemExit, match="suite 'toy' has fixed datasets"):
         main(["bench", "toy", "--data.name", "gmm", "--data.root", "x.json", "--out", "o3"])
+    with pytest.raises(SystemExit, match="does not read --data.seed; its settings are --data.grid"):
+        main(["bench", "grid2d", "--data.seed", "2", "--out", "o4"])  # never silently ignored
+    with pytest.raises(SystemExit, match="generates text-hmm data"):
+        main(["bench", "text-hmm", "--data.name", "tokens", "--data.root", "ids.npy", "--out", "o5"])
 
 
 def test_bench_on_another_text_hmm_source(tmp_path, monkeypatch):
-    """--data.* of a generated source: another HMM (seed 3, 16 tokens), scored by its exact likelihood."""
+    """--data.* overrides of a generated suite: another HMM (seed 3, 16 tokens) with the suite's teacher preset,
+    scored by its exact likelihood (the same as 'bench data --data.name text-hmm --data.seed 3 ...')."""
     monkeypatch.chdir(tmp_path)
-    assert main(["bench", "data", "--data.name", "text-hmm", "--data.seed", "3", "--data.length", "16",
+    assert main(["bench", "text-hmm", "--data.seed", "3", "--data.length", "16",
                  "--methods", "teacher", "--processes", "masked", "--teacher-nfe", "4", "--quick", "--repeats", "1",
                  "--min-repeats", "1", "--out", "out"]) == 0
     rows = _rows(Path("out"))
     assert {"oracle_nll", "entropy"} <= {r["metric"] for r in rows}
     assert [p.name for p in Path("out/runs").iterdir()] == ["hmm-mdlm-teacher-hmm-v32-l16-s3-quick"]
-    assert rows[0]["options"]["data"]["seed"] == 3
+    assert rows[0]["options"]["data"]["seed"] == 3 and rows[0]["command"].startswith("fewstep bench text-hmm")
 
 
 def _fake_mnist(root: Path, n_train: int = 256, n_test: int = 128) -> None:

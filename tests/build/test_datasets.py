@@ -15,7 +15,7 @@ from fewstep.policy import mm_gap
 
 def test_builtin_entries_and_kinds():
     assert ds.dataset_names("vectors") == ("gmm8d", "checkerboard2d", "spiral2d", "vectors", "gmm")
-    assert ds.dataset_names("images") == ("digits8x8", "mnist", "fashion_mnist", "images")
+    assert ds.dataset_names("images") == ("digits8x8", "mnist", "mnist14", "fashion_mnist", "images")
     assert ds.dataset_names("tokens") == ("text-hmm", "grid2d", "text-char", "text-bpe", "tokens")
     for name in ds.dataset_names():
         assert ds.get_dataset(name).name == name

@@ -208,7 +208,49 @@ def test_eval_of_labelled_images_separates_data_from_noise(tmp_path, monkeypatch
     assert real["fd_classifier"] < 0.2 * noise["fd_classifier"] and real["fd_classifier"] < ones["fd_classifier"]
     assert real["class_entropy"] > ones["class_entropy"] + 1.0  # ten classes vs one
     assert real["dataset"] == "images:d.npz"
+    assert real["features"] == "classifier"
     np.savez("nolabels.npz", x=u8)
     save_file({"x": x[:10].float().contiguous()}, "s.safetensors")
-    with pytest.raises(SystemExit, match="have no labels"):
-        main(["eval", "--samples", "s.safetensors", "--data.name", "images", "--data.root", "nolabels.npz"])
+    with pytest.raises(SystemExit, match="have no labels: the classifier"):
+        main(["eval", "--samples", "s.safetensors", "--data.name", "images", "--data.root", "nolabels.npz",
+              "--features", "classifier"])
+    with pytest.raises(SystemExit, match="no labels and no Inception file"):
+        main(["eval", "--samples", "s.safetensors", "--data.name", "images", "--data.root", "nolabels.npz",
+              "--inception", "absent.pt"])
+
+
+class _PooledFeatures(torch.nn.Module):
+    """A TorchScript stand-in for TF-Inception: [B, 3, 299, 299] -> [B, 64] average-pooled pixels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x[:, :1], 8).flatten(1)
+
+
+def test_eval_of_unlabelled_images_uses_inception_features(tmp_path, monkeypatch, capsys):
+    """Unlabelled images are scored in the Inception file's features (here a TorchScript stand-in of the same
+    interface, so the route runs without the 87 MB file), named "features": "inception"; held-out real images
+    score far closer than noise."""
+    import warnings
+
+    from safetensors.torch import save_file
+
+    from fewstep.data.images import load_digits8x8
+
+    monkeypatch.chdir(tmp_path)
+    x, _ = load_digits8x8("all")
+    monkeypatch.setenv("FEWSTEP_CACHE", str(tmp_path / "cache"))
+    np.savez("u.npz", x=((x[:400, 0] + 1) * 127.5).round().to(torch.uint8).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(_PooledFeatures()), "features.pt")
+
+    def run_eval(samples: torch.Tensor) -> dict:
+        save_file({"x": samples.float().contiguous()}, "s.safetensors")
+        assert main(["eval", "--samples", "s.safetensors", "--data.name", "images", "--data.root", "u.npz",
+                     "--inception", "features.pt"]) == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    real, noise = run_eval(x[1000:1200]), run_eval(torch.rand(200, 1, 8, 8) * 2 - 1)
+    assert real["features"] == noise["features"] == "inception"
+    assert real["fd_inception"] < 0.1 * noise["fd_inception"]
+    assert len(list((tmp_path / "cache").glob("inception-reference-*.safetensors"))) == 1  # computed once

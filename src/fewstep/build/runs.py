@@ -7,6 +7,7 @@ distilled student (only the student is loaded).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ import torch
 from fewstep.build.datasets import dataset_names, decode_samples, sample_shape
 from fewstep.build.distill_config import student_latent_dim, with_idlm_policy
 from fewstep.build.models import build_denoiser, build_method, resolve_label_dropout, token_student
-from fewstep.config import DistillConfig, MMCfg, load_any_config
+from fewstep.config import DistillConfig, MMCfg, RunConfig, load_any_config, to_dict
 from fewstep.train.checkpoint import checkpoint_dirs, find_weights, load_weights
 
 
@@ -34,14 +35,52 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", 
         weights = weights / "checkpoints" / checkpoint
     if isinstance(cfg, DistillConfig):
         return load_distilled(weights, cfg, ema=ema, device=device)
+    stored = cfg
     cfg = resolve_label_dropout(cfg, absent=0.0)  # saved before label dropout existed: trained without it
     method = build_method(cfg, sample_shape(cfg.data))
     nets = {}
     for role, module in method.trainable().items():
-        state, _ = load_weights(find_weights(weights, role, ema=ema))
+        state, meta = load_weights(find_weights(weights, role, ema=ema))
+        check_stored_config(stored, meta, find_weights(weights, role, ema=ema))
         module.load_state_dict(state)
         nets[role] = module.to(device).eval().requires_grad_(False)
     return cfg, method, nets
+
+
+NOT_IDENTITY = ("train", "run_dir", "teacher", "data.root")
+"""Config fields that may differ between ``config.json`` and the config stored in a run's weights: training
+settings, and paths (moving a run, its teacher or its data; the data's content hash stays part of the identity)."""
+
+
+def check_stored_config(cfg: RunConfig | DistillConfig, meta: dict[str, str], path: Path) -> None:
+    """Refuse weights trained under another config than the run's ``config.json`` says (e.g. an edited schedule):
+    every field stored in the weights' metadata (``config``, written at save time) outside ``NOT_IDENTITY`` must
+    equal config.json's. Fields absent on either side (newer or older versions) are not compared; weights without
+    stored config (written outside a Trainer) are accepted.
+
+    Raises:
+        ValueError: one line naming the first differing field, both values and the weights file.
+    """
+    if not meta.get("config"):
+        return
+    try:
+        stored = json.loads(meta["config"])
+    except json.JSONDecodeError:
+        raise ValueError(f"the config stored in {path} is damaged (not JSON)") from None
+    for key, now, then in _differences(to_dict(cfg), stored, ""):
+        raise ValueError(f"config.json says {key} = {json.dumps(now)} but the weights {path} were trained with "
+                         f"{key} = {json.dumps(then)}: restore config.json (the weights' config is in their metadata)")
+
+
+def _differences(a: dict, b: dict, prefix: str):
+    for key in sorted(a.keys() & b.keys()):
+        name = f"{prefix}{key}"
+        if name in NOT_IDENTITY:
+            continue
+        if isinstance(a[key], dict) and isinstance(b[key], dict):
+            yield from _differences(a[key], b[key], f"{name}.")
+        elif a[key] != b[key]:
+            yield name, a[key], b[key]
 
 
 class DistilledStudent:
@@ -104,7 +143,8 @@ def load_distilled(run_dir: str | Path, cfg: DistillConfig, *, ema: bool, device
     if not isinstance(cfg.method, MMCfg):
         return load_discrete_distilled(run_dir, cfg, ema=ema, device=device)
     student = build_denoiser(cfg, sample_shape(cfg.data))
-    state, _ = load_weights(find_weights(run_dir, "student", ema=ema))
+    state, meta = load_weights(find_weights(run_dir, "student", ema=ema))
+    check_stored_config(cfg, meta, find_weights(run_dir, "student", ema=ema))
     student.load_state_dict(state)
     m = cfg.method
     sampler = DistilledStudent(student.process, k=m.steps, eta=m.eta, renoise_mode=m.renoise)
@@ -113,9 +153,10 @@ def load_distilled(run_dir: str | Path, cfg: DistillConfig, *, ema: bool, device
 
 def load_discrete_distilled(run_dir, cfg, *, ema: bool, device: str):
     """(cfg, DistilledTokenStudent, {"student": net}) of an IDLM / D-MMD run (student weights only)."""
+    state, meta = load_weights(find_weights(run_dir, "student", ema=ema))
+    check_stored_config(cfg, meta, find_weights(run_dir, "student", ema=ema))
     cfg = with_idlm_policy(cfg)
     student = token_student(cfg, student_latent_dim(cfg))
-    state, _ = load_weights(find_weights(run_dir, "student", ema=ema))
     student.load_state_dict(state)
     kernel = cfg.method.kernel if cfg.method.name == "dmmd" else "duo"
     return cfg, DistilledTokenStudent(cfg.data.length, cfg.method.steps, kernel), {

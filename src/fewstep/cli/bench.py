@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +12,8 @@ import tyro
 
 from fewstep.cli.common import parse_pairs, parse_steps
 from fewstep.config import DataCfg
+
+_NO_DATA = DataCfg(name="vectors")
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,10 @@ class BenchArgs:
     """Discrete suites: teacher samplers (ancestral, greedy)."""
     max_row_evals: int = 1_000_000
     """Discrete suites: cap on network row evaluations per uncached configuration (fewer samples at high NFE)."""
-    data: DataCfg = field(default_factory=lambda: DataCfg(name="vectors"))
-    """Suite ``data``: your data source (--data.name images|vectors|gmm|tokens --data.root PATH; docs/data.md)."""
+    data: DataCfg = field(default_factory=lambda: _NO_DATA)
+    """Suite ``data``: your data source (--data.name images|vectors|gmm|tokens --data.root PATH; docs/data.md).
+    Generated suites (text-hmm, grid2d): settings of their source, e.g. --data.seed 3 (run as suite ``data`` on
+    the changed source, with the suite's own teacher presets)."""
     student_kernel: Literal["duo", "sample-x"] | None = None
     """Discrete suites: sample the distilled students (uniform process) with this kernel instead of the one
     their run records (sampling only: the same trained students; recorded in every row's ``options``)."""
@@ -73,21 +77,29 @@ def cmd_bench(argv: list[str]) -> int:
     from fewstep.bench.runner import BenchOptions, run_bench, with_defaults
 
     a = tyro.cli(BenchArgs, args=argv, prog="fewstep bench")
-    if a.suite != "data" and a.data != DataCfg(name="vectors"):
-        raise SystemExit(f"error: --data.* choose the data of suite 'data' (fewstep bench data --data.name ... "
-                         f"--data.root ...); suite {a.suite!r} has its own datasets")
+    suite, data, presets = a.suite, a.data if a.suite == "data" else None, parse_pairs(a.teacher_preset)
+    overrides = {f.name: getattr(a.data, f.name) for f in fields(DataCfg)
+                 if getattr(a.data, f.name) != getattr(_NO_DATA, f.name)}
+    if a.suite != "data" and overrides:
+        from fewstep.bench.suites import suite_on_data
+
+        try:
+            data, suite_presets = suite_on_data(a.suite, overrides)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        suite, presets = "data", (*suite_presets, *presets)
     opts = BenchOptions(
-        suite=a.suite, methods=tuple(m for m in a.methods.split(",") if m), steps=parse_steps(a.steps),
+        suite=suite, methods=tuple(m for m in a.methods.split(",") if m), steps=parse_steps(a.steps),
         teacher_nfe=parse_steps(a.teacher_nfe), samplers=tuple(a.samplers.split(",")), quick=a.quick,
         device=a.device, out=a.out, seed=a.seed, repeats=a.repeats, min_repeats=min(a.min_repeats, a.repeats),
         datasets=tuple(a.datasets.split(",")) if a.datasets else None, runs_dir=a.runs_dir,
-        teacher_presets=parse_pairs(a.teacher_preset), train_scale=a.train_scale, distill_scale=a.distill_scale,
+        teacher_presets=presets, train_scale=a.train_scale, distill_scale=a.distill_scale,
         distill_set=parse_pairs(a.distill_set, "field=value"), imm_set=parse_pairs(a.imm_set, "field=value"),
         distill_seed=a.distill_seed,
         distill_teachers=tuple(t for t in a.distill_teachers.split(",") if t), n_samples=a.n_samples,
         processes=tuple(p for p in a.processes.split(",") if p),
         discrete_samplers=tuple(p for p in a.discrete_samplers.split(",") if p), max_row_evals=a.max_row_evals,
-        student_kernel=a.student_kernel, data=a.data if a.suite == "data" else None,
+        student_kernel=a.student_kernel, data=data,
         command="fewstep bench " + shlex.join(argv))
     try:
         run_bench(with_defaults(opts))

