@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("methods",),
     ("train",),
     # the face: configs, builders, policy, bench, CLI
-    ("config",),
+    ("config", "validation"),
     ("build.device", "build.datasets"),
     ("policy",),
     ("presets",),

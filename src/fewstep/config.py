@@ -224,6 +224,12 @@ class TrainCfg:
     """Stop (with a checkpoint) after this much training wall time."""
     device: str = "auto"
     """cpu, cuda, or auto (cuda when available)."""
+    ckpt_every_seconds: float = 600.0
+    """Also checkpoint after this much wall time since the last checkpoint (0: only by samples)."""
+    log_every_seconds: float = 60.0
+    """Also log after this much wall time since the last log line (the first after 5 s; 0: only by samples)."""
+    max_nonfinite_steps: int = 20
+    """Stop the run after this many steps in a row with a non-finite loss or gradient (each one is skipped)."""
 
 
 @dataclass(frozen=True)
@@ -505,6 +511,11 @@ def from_dict(cls: type, d: dict) -> Any:
 def _dataclass_type(cls: type, name: str) -> type | None:
     default = getattr(cls(), name)
     return type(default) if dataclasses.is_dataclass(default) else None
+
+
+def config_dict(path: str | Path) -> dict:
+    """The raw JSON tree of a run's ``config.json`` (a file or a run folder), as saved: no defaults filled in."""
+    return _read_config(path)[1]
 
 
 def _read_config(path: str | Path) -> tuple[Path, dict]:

@@ -51,8 +51,10 @@ def test_train_sample_eval_end_to_end(tmp_path: Path):
     assert r3.returncode != 0 and "config" in r3.stderr.lower()
     r = run_cli("sample", "--run", str(run), "--steps", "1,4", "--n", "256", "--device", "cpu")
     assert r.returncode == 0, r.stderr
-    samples = run / "samples" / "samples_4.safetensors"
-    assert samples.exists() and (run / "samples" / "samples_4.png").exists()
+    samples = run / "samples" / "samples_ancestral_4.safetensors"
+    assert samples.exists() and (run / "samples" / "samples_ancestral_4.png").exists()
+    r = run_cli("sample", "--run", str(run), "--steps", "4", "--n", "16", "--sampler", "ddim", "--device", "cpu")
+    assert r.returncode == 0 and samples.exists() and (run / "samples" / "samples_ddim_4.safetensors").exists()
     r = run_cli("eval", "--samples", str(samples), "--dataset", "checkerboard2d")
     assert r.returncode == 0, r.stderr
     metrics = json.loads(r.stdout)

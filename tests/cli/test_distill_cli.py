@@ -86,11 +86,13 @@ def test_distill_resume_sample_from_tiny_teacher(tmp_path: Path, capsys):
     assert isinstance(cfg, DistillConfig) and isinstance(sampler, DistilledStudent) and sampler.k == 2
     assert set(nets) == {"student"}
     assert main(["sample", "--run", str(run), "--n", "64", "--device", "cpu"]) == 0  # default: the student's k
-    assert sorted(p.name for p in (run / "samples").glob("*.safetensors")) == ["samples_2.safetensors"]
-    x = load_file(run / "samples" / "samples_2.safetensors")["x"]
+    assert sorted(p.name for p in (run / "samples").glob("*.safetensors")) == ["samples_student_2.safetensors"]
+    x = load_file(run / "samples" / "samples_student_2.safetensors")["x"]
     assert x.shape == (64, 2) and bool(x.isfinite().all())
     assert main(["sample", "--run", str(run), "--n", "16", "--steps", "1", "--device", "cpu"]) == 0
     assert "distilled for 2 steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="its own 2-step sampler"):  # never silently ignored
+        main(["sample", "--run", str(run), "--n", "16", "--sampler", "ddim", "--device", "cpu"])
 
     inst = tmp_path / "instant"
     assert main(["distill", "--method", "mm-instant", "--teacher", str(teacher), "--steps", "1", "--run-dir",

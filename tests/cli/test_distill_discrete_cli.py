@@ -70,9 +70,9 @@ def test_distill_sample_and_resume(teacher_dir: Path, tmp_path: Path, capsys, me
     out = capsys.readouterr().out
     assert "steps=1:" in out and "steps=4:" in out
     names = sorted(p.name for p in (run / "samples").glob("*.safetensors"))
-    assert names == ["samples_1.safetensors", "samples_4.safetensors"]
+    assert names == ["samples_student_1.safetensors", "samples_student_4.safetensors"]
     for k in (1, 4):
-        x = load_file(run / "samples" / f"samples_{k}.safetensors")["x"]
+        x = load_file(run / "samples" / f"samples_student_{k}.safetensors")["x"]
         assert x.dtype == torch.int64 and x.shape == (16, LENGTH)
         assert int(x.min()) >= 0 and int(x.max()) < VOCAB  # real tokens only: no mask left
     # the same seed gives the same samples (a pure function of the seeded generator)
@@ -80,8 +80,8 @@ def test_distill_sample_and_resume(teacher_dir: Path, tmp_path: Path, capsys, me
     assert main(["sample", "--run", str(run), "--steps", "4", "--n", "16", "--device", "cpu", "--out",
                  str(again)]) == 0
     capsys.readouterr()
-    assert torch.equal(load_file(again / "samples_4.safetensors")["x"],
-                       load_file(run / "samples" / "samples_4.safetensors")["x"])
+    assert torch.equal(load_file(again / "samples_student_4.safetensors")["x"],
+                       load_file(run / "samples" / "samples_student_4.safetensors")["x"])
 
     # re-running the same command resumes the finished run: nothing to do, no error
     assert main(cmd) == 0

@@ -318,7 +318,7 @@ def test_cli_train_imm_sample_and_reload(tmp_path, capsys) -> None:
     assert method.sampler == "pushforward" and set(nets) == {"model"}
     assert main(cmd) == 0 and json.loads(capsys.readouterr().out.strip().splitlines()[-1])["resumed"]
     assert main(["sample", "--run", str(run), "--steps", "1,2", "--n", "32", "--device", "cpu"]) == 0
-    x = load_file(run / "samples" / "samples_2.safetensors")["x"]
+    x = load_file(run / "samples" / "samples_pushforward_2.safetensors")["x"]
     assert x.shape == (32, 2) and bool(x.isfinite().all())
     assert main(["sample", "--run", str(run), "--steps", "2", "--n", "8", "--sampler", "restart",
                  "--device", "cpu"]) == 0

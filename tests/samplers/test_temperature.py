@@ -89,7 +89,8 @@ def test_sample_cli_temperature(tmp_path, capsys) -> None:
         out = tmp_path / temp
         assert main(["sample", "--run", str(run), "--steps", "4", "--n", "64", "--device", "cpu", "--out", str(out),
                      "--temperature", temp]) == 0
-        with safe_open(str(out / "samples_4.safetensors"), "pt") as f:
+        stem = "samples_ancestral_4" + ("" if temp == "1.0" else f"_T{float(temp):g}")
+        with safe_open(str(out / f"{stem}.safetensors"), "pt") as f:
             outs[temp] = f.get_tensor("x")
             assert f.metadata()["temperature"] == temp
     capsys.readouterr()

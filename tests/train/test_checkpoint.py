@@ -81,8 +81,8 @@ def test_load_weights_errors_are_clear(tmp_path: Path) -> None:
 def test_checkpoint_round_trip_without_pickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     final = _save(tmp_path, 1024)
     assert final.name == "nimg_000001024" and latest_dir(tmp_path) == final
-    assert sorted(p.name for p in final.iterdir()) == ["model.ema.safetensors", "model.safetensors",
-                                                        "train_state.pt"]
+    assert sorted(p.name for p in final.iterdir()) == ["manifest.json", "model.ema.safetensors",
+                                                        "model.safetensors", "train_state.pt"]
     real_load = torch.load
     flags = []
 

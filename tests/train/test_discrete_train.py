@@ -125,9 +125,9 @@ def test_cli_train_and_sample_text_hmm(tmp_path: Path):
     assert "network evaluations per sample" in r.stdout
     from safetensors.torch import load_file
 
-    x = load_file(str(tmp_path / "s" / "samples_64.safetensors"))["x"]
+    x = load_file(str(tmp_path / "s" / "samples_ancestral_64.safetensors"))["x"]
     assert x.dtype == torch.int64 and x.shape == (16, 16) and int(x.max()) < 32  # no mask left
-    assert (tmp_path / "s" / "samples_1.txt").read_text().strip()
+    assert (tmp_path / "s" / "samples_ancestral_1.txt").read_text().strip()
 
 
 def test_cli_text_char_on_a_local_file(tmp_path: Path):
@@ -140,7 +140,7 @@ def test_cli_text_char_on_a_local_file(tmp_path: Path):
     assert json.loads((run / "config.json").read_text())["data"]["vocab"] == len(set(text.read_text()))
     r = run_cli("sample", "--run", str(run), "--steps", "4", "--n", "4", "--out", str(tmp_path / "s"))
     assert r.returncode == 0, r.stderr
-    decoded = (tmp_path / "s" / "samples_4.txt").read_text()
+    decoded = (tmp_path / "s" / "samples_ancestral_4.txt").read_text()
     assert set(decoded) <= set(text.read_text()) | {"\n"}
 
 

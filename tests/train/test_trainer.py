@@ -19,7 +19,7 @@ from fewstep.methods.base import Batch, LossOutput, Method, Phase
 from fewstep.nets import MLP
 from fewstep.processes import GaussianProcess
 from fewstep.schedules import CosineSchedule
-from fewstep.train import EMA, ConfigMismatchError, Trainer, lr_at
+from fewstep.train import EMA, ConfigMismatchError, NonFiniteError, Trainer, lr_at
 from fewstep.train import checkpoint as ckpt_mod
 from fewstep.train.checkpoint import checkpoint_dirs, latest_dir, load_latest
 from fewstep.train.logging import read_jsonl, status_line
@@ -247,7 +247,9 @@ def test_gradient_accumulation_matches_full_batch(tmp_path: Path) -> None:
             torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-5)
 
 
-def test_nonfinite_gradients_are_zeroed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nonfinite_steps_are_skipped_and_never_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN losses: no optimizer step (the weights stay as they were) and, as the run ends on such steps, no
+    checkpoint (more in tests/robustness/test_nonfinite.py)."""
     trainer = _probe_trainer(tmp_path, 2)
     before = {r: [p.detach().clone() for p in n.parameters()] for r, n in trainer.nets.items()}
     original = _Probe.loss
@@ -257,7 +259,9 @@ def test_nonfinite_gradients_are_zeroed(tmp_path: Path, monkeypatch: pytest.Monk
         return LossOutput(out.loss * float("nan"), out.logs)
 
     monkeypatch.setattr(_Probe, "loss", nan_loss)
-    trainer.fit()
+    with pytest.raises(NonFiniteError, match="2 skipped steps"):
+        trainer.fit()
+    assert latest_dir(tmp_path) is None
     for role, net in trainer.nets.items():
         for x, y in zip(before[role], net.parameters()):
             assert torch.equal(x, y)

@@ -21,6 +21,7 @@ from fewstep.config import DistillConfig, MMCfg, RunConfig, to_dict
 from fewstep.data.source import DataSource
 from fewstep.denoisers.gaussian import GaussianDenoiser
 from fewstep.processes.gaussian import GaussianProcess
+from fewstep.validation import check_config
 
 REGRESSED_FILE = "teacher_regressed.safetensors"
 """Where a distillation from the oracle caches the net regressed on it (in its run folder by default)."""
@@ -168,7 +169,8 @@ def warm_start(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, proce
 
 def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False, progress: bool = True,
                        data: DataSource | None = None, regress_cache: str | Path | None = None):
-    """A ready-to-fit Trainer distilling ``cfg.teacher`` into a ``cfg.method.steps``-step student.
+    """A ready-to-fit Trainer distilling ``cfg.teacher`` into a ``cfg.method.steps``-step student (every value
+    checked first, ``validation.check_config``).
 
     Teacher: the EMA weights of a trained run (``load_trained``), or the gmm8d ``GMMOracle``. Student and
     auxiliary: copies of the teacher denoiser (``init_from_teacher``); for the oracle, copies of the net regressed
@@ -182,6 +184,7 @@ def build_distillation(cfg: DistillConfig, *, allow_config_change: bool = False,
     from fewstep.methods.mm import MomentMatching, init_from_teacher
 
     cfg = require_resolved(cfg)
+    check_config(cfg)
     if not isinstance(cfg.method, MMCfg):
         return build_discrete_distillation(cfg, allow_config_change=allow_config_change, progress=progress,
                                            data=data)

@@ -15,7 +15,7 @@ import torch
 from fewstep.build.datasets import dataset_names, decode_samples, sample_shape
 from fewstep.build.distill_config import student_latent_dim, with_idlm_policy
 from fewstep.build.models import build_denoiser, build_method, resolve_label_dropout, token_student
-from fewstep.config import DistillConfig, MMCfg, RunConfig, load_any_config, to_dict
+from fewstep.config import DistillConfig, MMCfg, config_dict, load_any_config, to_dict
 from fewstep.train.checkpoint import checkpoint_dirs, find_weights, load_weights
 
 
@@ -26,7 +26,7 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", 
     ``checkpoint`` names an older checkpoint of the run to load instead (e.g. ``"nimg_000192000"``, one of
     ``checkpoints/``; the run keeps the newest ``keep`` of them). For a distillation run: (DistillConfig,
     DistilledStudent, {"student": net}); only the student is loaded (the teacher is not needed to sample)."""
-    cfg = load_any_config(run_dir)
+    cfg, saved = load_any_config(run_dir), config_dict(run_dir)
     weights = Path(run_dir)
     if checkpoint is not None:
         have = [p.name for p in checkpoint_dirs(run_dir)]
@@ -34,14 +34,13 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", 
             raise FileNotFoundError(f"run {run_dir} has no checkpoint {checkpoint!r} (have {have})")
         weights = weights / "checkpoints" / checkpoint
     if isinstance(cfg, DistillConfig):
-        return load_distilled(weights, cfg, ema=ema, device=device)
-    stored = cfg
+        return load_distilled(weights, cfg, ema=ema, device=device, saved=saved)
     cfg = resolve_label_dropout(cfg, absent=0.0)  # saved before label dropout existed: trained without it
     method = build_method(cfg, sample_shape(cfg.data))
     nets = {}
     for role, module in method.trainable().items():
         state, meta = load_weights(find_weights(weights, role, ema=ema))
-        check_stored_config(stored, meta, find_weights(weights, role, ema=ema))
+        check_stored_config(saved, meta, find_weights(weights, role, ema=ema))
         module.load_state_dict(state)
         nets[role] = module.to(device).eval().requires_grad_(False)
     return cfg, method, nets
@@ -52,11 +51,11 @@ NOT_IDENTITY = ("train", "run_dir", "teacher", "data.root")
 settings, and paths (moving a run, its teacher or its data; the data's content hash stays part of the identity)."""
 
 
-def check_stored_config(cfg: RunConfig | DistillConfig, meta: dict[str, str], path: Path) -> None:
-    """Refuse weights trained under another config than the run's ``config.json`` says (e.g. an edited schedule):
-    every field stored in the weights' metadata (``config``, written at save time) outside ``NOT_IDENTITY`` must
-    equal config.json's. Fields absent on either side (newer or older versions) are not compared; weights without
-    stored config (written outside a Trainer) are accepted.
+def check_stored_config(saved: dict, meta: dict[str, str], path: Path) -> None:
+    """Refuse weights trained under another config than the run's ``config.json`` (``saved``, its raw JSON tree)
+    says, e.g. an edited schedule: every field stored in the weights' metadata (``config``, written at save time)
+    outside ``NOT_IDENTITY`` must equal config.json's. Fields absent on either side (newer or older versions) are
+    not compared; weights without stored config (written outside a Trainer) are accepted.
 
     Raises:
         ValueError: one line naming the first differing field, both values and the weights file.
@@ -67,7 +66,7 @@ def check_stored_config(cfg: RunConfig | DistillConfig, meta: dict[str, str], pa
         stored = json.loads(meta["config"])
     except json.JSONDecodeError:
         raise ValueError(f"the config stored in {path} is damaged (not JSON)") from None
-    for key, now, then in _differences(to_dict(cfg), stored, ""):
+    for key, now, then in _differences(saved, stored, ""):
         raise ValueError(f"config.json says {key} = {json.dumps(now)} but the weights {path} were trained with "
                          f"{key} = {json.dumps(then)}: restore config.json (the weights' config is in their metadata)")
 
@@ -138,23 +137,25 @@ class DistilledTokenStudent:
         return (tokens, stats) if return_stats else tokens
 
 
-def load_distilled(run_dir: str | Path, cfg: DistillConfig, *, ema: bool, device: str):
-    """(cfg, DistilledStudent | DistilledTokenStudent, {"student": net}) of a distillation run."""
+def load_distilled(run_dir: str | Path, cfg: DistillConfig, *, ema: bool, device: str, saved: dict | None = None):
+    """(cfg, DistilledStudent | DistilledTokenStudent, {"student": net}) of a distillation run (``saved``: its
+    config.json as saved, checked against the weights' stored config)."""
+    saved = to_dict(cfg) if saved is None else saved
     if not isinstance(cfg.method, MMCfg):
-        return load_discrete_distilled(run_dir, cfg, ema=ema, device=device)
+        return load_discrete_distilled(run_dir, cfg, ema=ema, device=device, saved=saved)
     student = build_denoiser(cfg, sample_shape(cfg.data))
     state, meta = load_weights(find_weights(run_dir, "student", ema=ema))
-    check_stored_config(cfg, meta, find_weights(run_dir, "student", ema=ema))
+    check_stored_config(saved, meta, find_weights(run_dir, "student", ema=ema))
     student.load_state_dict(state)
     m = cfg.method
     sampler = DistilledStudent(student.process, k=m.steps, eta=m.eta, renoise_mode=m.renoise)
     return cfg, sampler, {"student": student.to(device).eval().requires_grad_(False)}
 
 
-def load_discrete_distilled(run_dir, cfg, *, ema: bool, device: str):
+def load_discrete_distilled(run_dir, cfg, *, ema: bool, device: str, saved: dict | None = None):
     """(cfg, DistilledTokenStudent, {"student": net}) of an IDLM / D-MMD run (student weights only)."""
     state, meta = load_weights(find_weights(run_dir, "student", ema=ema))
-    check_stored_config(cfg, meta, find_weights(run_dir, "student", ema=ema))
+    check_stored_config(to_dict(cfg) if saved is None else saved, meta, find_weights(run_dir, "student", ema=ema))
     cfg = with_idlm_policy(cfg)
     student = token_student(cfg, student_latent_dim(cfg))
     student.load_state_dict(state)

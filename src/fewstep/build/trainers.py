@@ -14,11 +14,14 @@ from fewstep.build.models import build_method, is_discrete, resolve_label_dropou
 from fewstep.config import DiffusionCfg, DistillConfig, IMMCfg, RunConfig, TrainCfg, defaults_like, to_dict
 from fewstep.data.source import DataSource
 from fewstep.train.trainer import Trainer
+from fewstep.validation import check_config
 
 
 def build_trainer(cfg: RunConfig, *, allow_config_change: bool = False, progress: bool = True,
                   data: DataSource | None = None) -> Trainer:
-    """A ready-to-fit Trainer for ``cfg`` (data, method and optimisation from the config)."""
+    """A ready-to-fit Trainer for ``cfg`` (data, method and optimisation from the config); every value is checked
+    (``validation.check_config``) before anything is written."""
+    check_config(cfg)
     if is_discrete(cfg) != is_token_data(cfg.data):
         raise ValueError(f"--method {cfg.method.name} does not train on {cfg.data.name}: the discrete methods "
                          f"(mdlm, uniform) take token data ({', '.join(dataset_names('tokens'))}), the others "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 
 def parse_steps(text: str) -> tuple[int, ...]:
@@ -37,3 +38,14 @@ def parse_pairs(text: str | None, what: str = "dataset=preset") -> tuple[tuple[s
         return tuple((k, v) for k, v in (p.split("=", 1) for p in parts))
     except ValueError:
         raise SystemExit(f"error: expected {what} pairs, got {text!r}") from None
+
+
+def finite_json(obj: object) -> object:
+    """``obj`` with every non-finite float replaced by None (valid JSON: no ``NaN`` / ``Infinity``)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj

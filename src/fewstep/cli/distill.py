@@ -8,13 +8,14 @@ from dataclasses import replace
 
 import tyro
 
-from fewstep.cli.common import jsonable, parse_steps
+from fewstep.cli.common import finite_json, jsonable, parse_steps
 
 
 def cmd_distill(argv: list[str]) -> int:
     from fewstep.build.distill_config import DISTILL_METHODS, distill_config, resolve_distill
     from fewstep.config import DistillConfig, load_any_config, to_dict
     from fewstep.presets import quick_distill
+    from fewstep.validation import check_config
 
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for flag in ("--method", "--teacher", "--preset", "--config"):
@@ -65,6 +66,7 @@ def cmd_distill(argv: list[str]) -> int:
     cfg = tyro.cli(DistillConfig, default=base, args=rest, prog="fewstep distill", description=desc,
                    config=(tyro.conf.AvoidSubcommands,))
     try:
+        check_config(cfg)
         cfg = resolve_distill(cfg)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
@@ -82,5 +84,5 @@ def cmd_distill(argv: list[str]) -> int:
         summary = trainer.fit()
     except ConfigMismatchError as e:
         raise SystemExit(f"error: {e}") from None
-    print(json.dumps({"run_dir": cfg.run_dir, **{k: v for k, v in summary.items() if jsonable(v)}}))
+    print(json.dumps(finite_json({"run_dir": cfg.run_dir, **{k: v for k, v in summary.items() if jsonable(v)}})))
     return 0

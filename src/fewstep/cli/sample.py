@@ -14,7 +14,8 @@ from fewstep.cli.common import parse_steps
 
 @dataclass(frozen=True)
 class SampleArgs:
-    """Draw samples from a trained run; writes OUT/samples_<steps>.safetensors and .png per step count."""
+    """Draw samples from a trained run; writes OUT/samples_<sampler>_<steps>[_<options>].safetensors and .png (or
+    .txt) per step count, named after the sampler and every option that changes the samples."""
 
     run: str
     """Run folder written by 'fewstep train'."""
@@ -53,6 +54,8 @@ def cmd_sample(argv: list[str]) -> int:
     from fewstep.data.source import seeded
 
     a = tyro.cli(SampleArgs, args=argv, prog="fewstep sample")
+    if a.n < 1 or a.seed < 0:
+        raise SystemExit(f"error: --n must be >= 1 and --seed >= 0, got --n {a.n} --seed {a.seed}")
     device = resolve_device(a.device)
     try:
         model = load_model(a.run, ema=a.ema, device=device, checkpoint=a.checkpoint)
@@ -68,6 +71,9 @@ def cmd_sample(argv: list[str]) -> int:
     if a.temperature != 1.0:
         raise SystemExit("error: --temperature applies to discrete runs (token data) only")
     student_k = model.trained_steps
+    if student_k and a.sampler is not None:
+        raise SystemExit(f"error: a distilled student samples with its own {student_k}-step sampler; --sampler "
+                         "applies to teachers and IMM runs")
     steps = parse_steps(a.steps or (str(student_k) if student_k else "1,2,4,8,16,64"))
     imm_samplers = ("pushforward", "restart")
     imm = model.kind == "imm"
@@ -95,16 +101,36 @@ def cmd_sample(argv: list[str]) -> int:
         t0 = time.perf_counter()
         x = model.sample(a.n, steps=k, generator=seeded(a.seed, k), sampler=sampler, grid=a.grid, **guide)
         dt = time.perf_counter() - t0
-        path = out / f"samples_{k}.safetensors"
+        stem = _stem(a, sampler, k, grid=a.grid if sampler in ("ancestral", "ddim", "euler", "heun") else None)
+        path = out / f"{stem}.safetensors"
         tensors = {"x": x.float().cpu().contiguous()}
         meta = {"steps": str(k), "sampler": sampler, "seed": str(a.seed), "run": a.run}
         if guide:
             tensors["label"] = guide["cond"].cpu().contiguous()
             meta["guidance"] = str(a.guidance)
         save_file(tensors, str(path), metadata=meta)
-        save_samples(x.cpu(), out / f"samples_{k}.png", title=f"{cfg.data.name}: {sampler}, {k} steps")
+        save_samples(x.cpu(), out / f"{stem}.png", title=f"{cfg.data.name}: {sampler}, {k} steps")
         print(f"steps={k}: {a.n} samples in {dt:.2f}s -> {path}")
     return 0
+
+
+def _stem(a: SampleArgs, sampler: str, k: int, grid: str | None = None) -> str:
+    """Output file stem: ``samples_<sampler>_<k>`` and every option that changes the samples away from its
+    default (grid, temperature, guidance, seed, raw weights, an older checkpoint), so no run overwrites another's."""
+    parts = [f"samples_{sampler}_{k}"]
+    if grid not in (None, "uniform"):
+        parts.append(str(grid))
+    if a.temperature != 1.0:
+        parts.append(f"T{a.temperature:g}")
+    if a.guidance is not None:
+        parts.append(f"w{a.guidance:g}")
+    if a.seed:
+        parts.append(f"seed{a.seed}")
+    if not a.ema:
+        parts.append("raw")
+    if a.checkpoint:
+        parts.append(a.checkpoint)
+    return "_".join(parts)
 
 
 def _sample_tokens(a: SampleArgs, model) -> int:
@@ -139,11 +165,13 @@ def _sample_tokens(a: SampleArgs, model) -> int:
                                 final="greedy" if sampler == "greedy" else "ancestral", return_stats=True,
                                 temperature=a.temperature)
         dt = time.perf_counter() - t0
-        path = out / f"samples_{k}.safetensors"
+        stem = _stem(a, ("student" if sampler == "ancestral" else f"student-{sampler}") if model.trained_steps
+                     else sampler, k)
+        path = out / f"{stem}.safetensors"
         save_file({"x": x.cpu().contiguous()}, str(path),
                   metadata={"steps": str(k), "sampler": sampler, "seed": str(a.seed), "run": a.run,
                             "nfe_spent": str(stats["nfe"]), "temperature": str(a.temperature)})
         rows = decode(x[:32]) if decode else [" ".join(map(str, r.tolist())) for r in x[:32]]
-        (out / f"samples_{k}.txt").write_text("\n\n".join(rows) + "\n")
+        (out / f"{stem}.txt").write_text("\n\n".join(rows) + "\n")
         print(f"steps={k}: {a.n} samples in {dt:.2f}s ({stats['nfe']:.1f} network evaluations per sample) -> {path}")
     return 0

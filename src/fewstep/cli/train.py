@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import tyro
 
-from fewstep.cli.common import jsonable
+from fewstep.cli.common import finite_json, jsonable
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -37,8 +37,10 @@ def cmd_train(argv: list[str]) -> int:
                    config=(tyro.conf.AvoidSubcommands,))
     from fewstep.build.models import resolve_label_dropout
     from fewstep.build.trainers import build_trainer
+    from fewstep.validation import check_config
 
     try:
+        check_config(cfg)
         cfg = resolve_label_dropout(cfg)  # the number config.json will hold
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
@@ -50,5 +52,5 @@ def cmd_train(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         raise SystemExit(f"error: {e}") from None
     summary = trainer.fit()
-    print(json.dumps({"run_dir": cfg.run_dir, **{k: v for k, v in summary.items() if jsonable(v)}}))
+    print(json.dumps(finite_json({"run_dir": cfg.run_dir, **{k: v for k, v in summary.items() if jsonable(v)}})))
     return 0

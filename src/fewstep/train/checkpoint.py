@@ -7,17 +7,22 @@ Layout (docs/architecture.md)::
 
 A checkpoint is written into a hidden temporary directory next to its final place, fsynced, renamed into
 place with ``os.replace`` and only then named by ``latest`` (itself written to a temporary file and
-replaced), so an exception or a kill at any point leaves ``latest`` on a complete checkpoint. Modules are
-never pickled: weights are unwrapped state dicts (``module.`` / ``_orig_mod.`` prefixes stripped) and
+replaced), so an exception or a kill at any point leaves ``latest`` on a complete checkpoint. Its
+``manifest.json`` holds the size and SHA-256 of every file, written at save time: ``load_latest`` verifies them
+and, when the newest checkpoint is damaged afterwards (a truncated copy, a flipped bit, a file removed), warns
+(``DamagedCheckpointWarning``), moves it aside as ``damaged_nimg_...`` and falls back to the newest intact one.
+Modules are never pickled: weights are unwrapped state dicts (``module.`` / ``_orig_mod.`` prefixes stripped) and
 ``train_state.pt`` holds only tensors and primitives, read back with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +42,52 @@ from fewstep.weights import (  # noqa: F401  (re-exported: the weight I/O of a r
 )
 
 _CKPT_RE = re.compile(r"^nimg_(\d{9,})$")
+MANIFEST = "manifest.json"
+
+
+class DamagedCheckpointWarning(UserWarning):
+    """A checkpoint failed verification; an older intact one is used instead."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(ckpt_dir: Path) -> None:
+    """Record the size and SHA-256 of every file of a checkpoint directory in its ``manifest.json``."""
+    files = {f.name: {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+             for f in sorted(ckpt_dir.iterdir()) if f.is_file() and f.name != MANIFEST}
+    (ckpt_dir / MANIFEST).write_text(json.dumps(files, indent=1, sort_keys=True) + "\n")
+    _fsync_file(ckpt_dir / MANIFEST)
+
+
+def verify_checkpoint(ckpt_dir: str | Path) -> str | None:
+    """None when every file of the checkpoint matches its manifest, else the first problem in words.
+
+    A checkpoint written before manifests existed is only checked for ``train_state.pt``."""
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / "train_state.pt").is_file():
+        return "no train_state.pt"
+    path = ckpt_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        files = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return f"{MANIFEST} is unreadable"
+    for name, want in sorted(files.items()):
+        f = ckpt_dir / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != want["bytes"]:
+            return f"{name} has {f.stat().st_size} bytes, {want['bytes']} were written"
+        if _sha256(f) != want["sha256"]:
+            return f"{name} does not match the hash written with it"
+    return None
 _PRIMITIVES = (str, int, float, bool, type(None))
 
 
@@ -127,6 +178,7 @@ def save_checkpoint(run_dir: str | Path, nimg: int, weights: Mapping[str, Mappin
                 save_weights(tmp / f"{role}.ema.safetensors", ema[role], {**meta, "ema": "true"})
         torch.save(train_state, tmp / "train_state.pt")
         _fsync_file(tmp / "train_state.pt")
+        write_manifest(tmp)
         _fsync_dir(tmp)
         if final.exists():  # a complete but unreferenced directory from an interrupted save
             shutil.rmtree(final)
@@ -166,10 +218,81 @@ def load_checkpoint(ckpt_dir: str | Path, device: str | torch.device = "cpu") ->
     return Checkpoint(ckpt_dir, nimg, weights, ema, train_state, meta)
 
 
-def load_latest(run_dir: str | Path, device: str | torch.device = "cpu") -> Checkpoint | None:
-    """The checkpoint named by ``run_dir/checkpoints/latest``, or None when the run has none."""
-    target = latest_dir(run_dir)
-    return None if target is None else load_checkpoint(target, device)
+def load_latest(run_dir: str | Path, device: str | torch.device = "cpu", *, repair: bool = True
+                ) -> Checkpoint | None:
+    """The newest intact checkpoint of a run (normally the one ``latest`` names), or None when it has none.
+
+    Each candidate, newest first, is verified against its manifest and loaded; a damaged one is reported with a
+    ``DamagedCheckpointWarning`` and, with ``repair`` (one process of a run), renamed ``damaged_<name>`` with
+    ``latest`` pointed at the intact checkpoint, so the run continues from there.
+
+    Raises:
+        ValueError: the run has checkpoints but none of them is intact (each one's problem listed).
+    """
+    candidates = _candidates(run_dir)
+    if not candidates:
+        latest_dir(run_dir)  # a ``latest`` naming a missing directory (and nothing else) is an error
+        return None
+    problems = []
+    for ckpt_dir in candidates:
+        reason = verify_checkpoint(ckpt_dir)
+        if reason is None:
+            try:
+                ckpt = load_checkpoint(ckpt_dir, device)
+            except Exception as e:  # a legacy checkpoint without manifest that does not load
+                reason = " ".join(str(e).split())[:200]
+        if reason is not None:
+            problems.append(f"{ckpt_dir.name}: {reason}")
+            continue
+        if problems:
+            warnings.warn(f"damaged checkpoint(s) in {ckpt_dir.parent} ({'; '.join(problems)}); continuing from "
+                          f"{ckpt_dir.name}", DamagedCheckpointWarning, stacklevel=2)
+            if repair:
+                _set_aside(candidates[: len(problems)], ckpt_dir)
+        return ckpt
+    if problems:
+        raise ValueError(f"no intact checkpoint in {Path(run_dir) / 'checkpoints'}: {'; '.join(problems)}; move "
+                         "the folder away to start again")
+    return None
+
+
+def _candidates(run_dir: str | Path) -> list[Path]:
+    """Checkpoint directories newest first, the one ``latest`` names (when it exists) leading."""
+    newest = checkpoint_dirs(run_dir)[::-1]
+    try:
+        named = latest_dir(run_dir)
+    except FileNotFoundError:
+        named = None
+    return ([named] if named is not None else []) + [d for d in newest if d != named]
+
+
+def _set_aside(damaged: list[Path], intact: Path) -> None:
+    for d in damaged:
+        target = d.with_name(f"damaged_{d.name}")
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        os.replace(d, target)
+    _write_text_atomic(intact.parent / "latest", intact.name + "\n")
+
+
+def intact_latest(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint directory that passes ``verify_checkpoint`` (a warning when it is not the one
+    ``latest`` names); None when the run has no checkpoint."""
+    candidates = _candidates(run_dir)
+    if not candidates:
+        return latest_dir(run_dir)
+    problems = []
+    for ckpt_dir in candidates:
+        reason = verify_checkpoint(ckpt_dir)
+        if reason is None:
+            if problems:
+                warnings.warn(f"damaged checkpoint(s) in {ckpt_dir.parent} ({'; '.join(problems)}); using "
+                              f"{ckpt_dir.name}", DamagedCheckpointWarning, stacklevel=2)
+            return ckpt_dir
+        problems.append(f"{ckpt_dir.name}: {reason}")
+    if problems:
+        raise ValueError(f"no intact checkpoint in {Path(run_dir) / 'checkpoints'}: {'; '.join(problems)}")
+    return None
 
 
 def find_weights(path: str | Path, role: str | None = None, *, ema: bool = True) -> Path:
@@ -192,8 +315,8 @@ def find_weights(path: str | Path, role: str | None = None, *, ema: bool = True)
         raise FileNotFoundError(f"no such run, checkpoint or weights file: {path}")
     if (path / "checkpoints").is_dir():
         path = path / "checkpoints"
-    if (path / "latest").is_file():
-        resolved = latest_dir(path.parent)
+    if (path / "latest").is_file() or (path.name == "checkpoints" and checkpoint_dirs(path.parent)):
+        resolved = intact_latest(path.parent)
         assert resolved is not None
         path = resolved
     roles = sorted({f.name.split(".")[0] for f in path.glob("*.safetensors")})

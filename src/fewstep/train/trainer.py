@@ -7,11 +7,17 @@ Per iteration (``batch_size`` samples over all ranks, ``b = batch_size // world`
 2. For each phase due on this iteration (``iteration % phase.every == 0``): the loss of every micro-batch
    with a generator seeded by ``(seed, rank, nimg, phase_index[, micro])``, under bf16 autocast only on CUDA
    with ``precision="bf16"`` (never on CPU); backward (DDP ``no_sync`` except on the last micro-batch);
-   then for each role the phase trains: non-finite gradients zeroed, per-network norm clipping, the
-   learning rate from ``lr_at``, an optimizer step and the role's EMA update. Gradients other roles got
-   are dropped.
+   then for each role the phase trains: per-network norm clipping, the learning rate from ``lr_at``, an
+   optimizer step and the role's EMA update. Gradients other roles got are dropped. A phase whose gradient norm
+   (or, on one rank, loss) is not finite is skipped whole (no optimizer step, no EMA update) and counted;
+   ``max_nonfinite_steps`` such iterations in a row stop the run with ``NonFiniteError`` before anything is
+   saved, so the last checkpoint stays the last good one.
 3. ``nimg += batch_size``; logs (rank-averaged), evaluation (rank 0, EMA networks) and checkpoints when
-   their intervals are crossed, and always at the end.
+   their sample intervals are crossed, when their wall-time intervals have passed (``log_every_seconds``, the
+   first log after 5 s; ``ckpt_every_seconds``), and always at the end.
+
+SIGINT / SIGTERM during ``fit`` (main thread): the current step finishes, a checkpoint is written atomically and
+``TrainingInterrupted`` is raised (the CLI prints one line and exits 130); a second signal interrupts at once.
 
 In a phase, the roles it trains are passed to ``Method.loss`` DDP-wrapped (world > 1), other trainable
 roles unwrapped and frozen roles (eval mode, no grad, never wrapped) as they are. The loop itself is kept
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +42,7 @@ from torch import Tensor, nn
 from fewstep.data.source import DataSource, seeded
 from fewstep.methods.base import Batch, Method, Phase
 from fewstep.train import distributed as dist
-from fewstep.train.checkpoint import Checkpoint, load_latest, save_checkpoint, unwrap_module
+from fewstep.train.checkpoint import Checkpoint, latest_dir, load_latest, save_checkpoint, unwrap_module
 from fewstep.train.ema import EMA
 from fewstep.train.logging import JsonlLogger, Logger, ProgressBar, status_line, write_env
 from fewstep.train.optim import lr_at, make_optimizer, resolve_optim, set_lr
@@ -45,6 +53,24 @@ Evaluator = Callable[[Method, dict[str, nn.Module], int], Mapping[str, float]]
 
 class ConfigMismatchError(ValueError):
     """The run directory holds a different config and ``allow_config_change`` is False."""
+
+
+class NonFiniteError(RuntimeError):
+    """``max_nonfinite_steps`` iterations in a row had a non-finite loss or gradient; nothing was saved."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT / SIGTERM stopped training after a checkpoint was written; re-running resumes."""
+
+    exit_code = 130
+
+
+RESUMABLE = ("run_dir", "train.total_nimg", "train.ckpt_every_nimg", "train.log_every_nimg", "train.max_seconds",
+             "train.device", "train.ckpt_every_seconds", "train.log_every_seconds", "train.max_nonfinite_steps",
+             "trainer.total_nimg")
+"""Config fields a run may change between invocations without ``allow_config_change``: where the run lives, how
+long it trains (a longer ``total_nimg`` continues it; a decaying LR schedule is stretched from there) and
+bookkeeping. Every other difference is refused, all differing fields listed in one line."""
 
 
 def _jsonable(obj: Any) -> Any:
@@ -86,6 +112,9 @@ class Trainer:
         ema_halflife_nimg, ema_rampup: EMA half-life in samples and optional ramp-up ratio.
         ckpt_every_nimg, log_every_nimg, eval_every_nimg: intervals in samples; each also runs at the end
             (eval only with evaluators), and 0 means only at the end.
+        ckpt_every_seconds, log_every_seconds: wall-time intervals of checkpoints and log lines beside the sample
+            intervals (0: off); the first log line comes after 5 s.
+        max_nonfinite_steps: stop after this many iterations in a row with a non-finite loss or gradient.
         evaluators: callables ``(method, ema_nets, nimg) -> {name: float}``.
         device: ``"cpu"``, ``"cuda"`` (becomes ``cuda:LOCAL_RANK``) or a device.
         config: the run config (JSON-able); default: the method's config and these hyper-parameters.
@@ -114,7 +143,8 @@ class Trainer:
                  keep: int = 2,
                  per_role_optim: dict[str, dict] | None = None,
                  micro_batch: int | None = None, loggers: Sequence[Logger] = (),
-                 ddp_find_unused: bool = False) -> None:
+                 ddp_find_unused: bool = False, ckpt_every_seconds: float = 0.0, log_every_seconds: float = 0.0,
+                 max_nonfinite_steps: int = 20) -> None:
         if not hasattr(data, "batch"):
             raise TypeError("data must be a DataSource (with .batch(start, size, seed=...))")
         if precision not in ("fp32", "bf16"):
@@ -140,6 +170,10 @@ class Trainer:
         self.allow_config_change, self.max_seconds, self.progress, self.keep = \
             allow_config_change, max_seconds, progress, keep
         self.ddp_find_unused = ddp_find_unused
+        self.ckpt_every_seconds, self.log_every_seconds = ckpt_every_seconds, log_every_seconds
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite_steps, self._nonfinite_run, self._bad_phase = 0, 0, False
+        self._signal: int | None = None
 
         method.to(self.device)
         self.nets: dict[str, nn.Module] = dict(method.trainable())
@@ -201,7 +235,7 @@ class Trainer:
         """
         self._check_config()
         dist.barrier()
-        ckpt = load_latest(self.run_dir)
+        ckpt = load_latest(self.run_dir, repair=dist.is_main())
         if ckpt is not None:
             self._restore(ckpt)
         if self.nimg >= self.total_nimg or self._out_of_time():
@@ -214,38 +248,101 @@ class Trainer:
                     "device": str(self.device), "config_changed": self._changed})
         self._bar = ProgressBar(self.total_nimg, self.nimg, enabled=self.progress)
         try:
-            self._loop()
+            with self._signals():
+                self._loop()
         finally:
             self._bar.close()
             self._sinks[0].close()
             self._sinks = []
         return self._summary(ckpt is not None)
 
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGINT / SIGTERM set a flag the loop checks after each step; a second one interrupts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self._signal = None
+
+        def handler(signum, frame):
+            if self._signal is not None:
+                raise KeyboardInterrupt
+            self._signal = signum
+            self._bar.write(f"{signal.Signals(signum).name}: finishing this step and writing a checkpoint "
+                            "(again to stop at once)")
+
+        # a signal the process ignores (e.g. SIGINT under nohup) stays ignored
+        old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)
+               if signal.getsignal(sig) is not signal.SIG_IGN}
+        try:
+            yield
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
     def _loop(self) -> None:
         wrapped = self._ddp_nets()
         start, base = time.perf_counter(), self.train_seconds
         iteration = self.nimg // self.batch_size
         self._mark = (self.nimg, self.train_seconds)
+        last_log, last_ckpt, log_wait = start, start, min(5.0, self.log_every_seconds)
         while True:
             batch = self._batch()
             self.method.set_progress(self.nimg, self.total_nimg)
+            self._bad_phase = False
             for index, phase in enumerate(self.phases):
                 if iteration % phase.every == 0:
                     self._phase(index, phase, batch, wrapped)
+            self._count_nonfinite()
             prev = self.nimg
             self.nimg += self.batch_size
             self._bar.update(self.batch_size)
             iteration += 1
-            self.train_seconds = base + time.perf_counter() - start
+            now = time.perf_counter()
+            self.train_seconds = base + now - start
             done = self.nimg >= self.total_nimg or self._out_of_time()
-            if done or _crossed(prev, self.nimg, self.log_every_nimg):
+            stop, log_due, ckpt_due = self._agreed(
+                self._signal is not None, 0 < log_wait <= now - last_log,
+                0 < self.ckpt_every_seconds <= now - last_ckpt)
+            if done or stop or log_due or _crossed(prev, self.nimg, self.log_every_nimg):
                 self._log_train()
+                last_log, log_wait = now, self.log_every_seconds
             if self.evaluators and (done or _crossed(prev, self.nimg, self.eval_every_nimg)):
                 self._evaluate()
-            if done or _crossed(prev, self.nimg, self.ckpt_every_nimg):
+            if self._nonfinite_run and done:
+                raise NonFiniteError(f"training ended at {self.nimg:,} samples on {self._nonfinite_run} skipped steps "
+                                     "with a non-finite loss or gradient; nothing was saved (lower --train.lr or check "
+                                     "the data)")
+            if (done or stop or ckpt_due or _crossed(prev, self.nimg, self.ckpt_every_nimg)) and (
+                    stop or not self._nonfinite_run):  # never a checkpoint in the middle of a non-finite streak
                 self._save()
+                last_ckpt = time.perf_counter()
             if done:
                 return
+            if stop:
+                name = signal.Signals(self._signal).name if self._signal is not None else "a signal on another rank"
+                raise TrainingInterrupted(f"interrupted by {name} at {self.nimg:,} samples: checkpoint "
+                                          f"{self.run_dir / 'checkpoints' / f'nimg_{self.nimg:09d}'} written; run the "
+                                          "same command again to resume")
+
+    def _agreed(self, *flags: bool) -> tuple[bool, ...]:
+        """Decisions every rank takes together (one small all-reduce when there are several ranks)."""
+        if self.world == 1:
+            return flags
+        return tuple(dist.any_true(f, self.device) for f in flags)
+
+    def _count_nonfinite(self) -> None:
+        if not self._bad_phase:
+            self._nonfinite_run = 0
+            return
+        self.nonfinite_steps += 1
+        self._nonfinite_run += 1
+        if self._nonfinite_run >= self.max_nonfinite_steps:
+            last = latest_dir(self.run_dir)
+            kept = f"the last checkpoint {last} is kept" if last is not None else "no checkpoint was written"
+            raise NonFiniteError(f"training stopped at {self.nimg:,} samples: {self._nonfinite_run} steps in a row had "
+                                 f"a non-finite loss or gradient (each was skipped; {kept}); lower --train.lr or "
+                                 "check the data")
 
     # ------------------------------------------------------------------------------------------ one phase
     def _phase(self, index: int, phase: Phase, batch: Batch, wrapped: dict[str, nn.Module]) -> None:
@@ -271,13 +368,21 @@ class Trainer:
                 for p in net.parameters():
                     p.grad = None
         nimg = self.nimg + self.batch_size
+        grads = {role: [p for p in self.nets[role].parameters() if p.grad is not None] for role in trains}
+        norms = {role: torch.nn.utils.get_total_norm([p.grad for p in ps]) for role, ps in grads.items() if ps}
+        finite = torch.stack([torch.isfinite(n) for n in norms.values()]).all() if norms else torch.tensor(True)
+        if self.world == 1:
+            finite = finite & torch.isfinite(out.loss.detach()).all().to(finite.device)
+        if not bool(finite):  # skip the whole phase: no step, no EMA update; counted by the loop
+            self._bad_phase = True
+            for role in trains:
+                self.optimizers[role].zero_grad(set_to_none=True)
+            return
         for role in trains:
-            params = [p for p in self.nets[role].parameters() if p.grad is not None]
-            for p in params:
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+            params = grads[role]
             if self.grad_clip > 0 and params:
-                norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                self._accumulate({f"grad_norm/{role}": norm})
+                torch.nn.utils.clip_grads_with_norm_(params, self.grad_clip, norms[role])
+                self._accumulate({f"grad_norm/{role}": norms[role]})
             set_lr(self.optimizers[role], self._lr(role, nimg))
             self.optimizers[role].step()
             self._ema[role].update(self.nets[role], self.batch_size * phase.every, nimg)
@@ -357,9 +462,13 @@ class Trainer:
         dist.barrier()
 
     def _save(self) -> None:
+        bad = [r for r, n in self.nets.items() if not all(bool(p.isfinite().all()) for p in n.parameters())]
+        if self._agreed(bool(bad))[0]:
+            raise NonFiniteError(f"training stopped at {self.nimg:,} samples: the weights of {bad or 'a rank'} are "
+                                 "not finite; the last checkpoint is kept (lower --train.lr or check the data)")
         if dist.is_main():
             state = {"nimg": self.nimg, "train_seconds": self.train_seconds, "batch_size": self.batch_size,
-                     "world": self.world, "seed": self.seed,
+                     "world": self.world, "seed": self.seed, "nonfinite_steps": self.nonfinite_steps,
                      "optimizers": {r: opt.state_dict() for r, opt in self.optimizers.items()},
                      "method_state": self.method.method_state()}
             weights = {r: n.state_dict() for r, n in self.nets.items()}
@@ -382,19 +491,24 @@ class Trainer:
                     group["betas"], group["eps"] = self.optim_cfg[role]["betas"], self.optim_cfg[role]["eps"]
         self.method.load_method_state(ckpt.train_state.get("method_state", {}))
         self.nimg = int(ckpt.train_state["nimg"])
+        self.nonfinite_steps = int(ckpt.train_state.get("nonfinite_steps", 0))
         self.train_seconds = float(ckpt.train_state.get("train_seconds", 0.0))
 
     def _check_config(self) -> None:
+        """Compare with the run's config.json: a folder without a checkpoint is a fresh run (its config.json is
+        replaced); otherwise only ``RESUMABLE`` fields may change, unless ``allow_config_change``."""
         path = self.run_dir / "config.json"
-        if path.is_file():
+        if path.is_file() and (self.run_dir / "checkpoints").is_dir() and any(
+                (self.run_dir / "checkpoints").glob("nimg_*")):
             old = json.loads(path.read_text())
             if old == self.config:
                 return
             self._changed = _diff(old, self.config, defaults=self.config_defaults)
-            if self._changed and not self.allow_config_change:
+            refused = [k for k in self._changed if k not in RESUMABLE]
+            if refused and not self.allow_config_change:
                 raise ConfigMismatchError(
-                    f"{path} differs from this run's config (changed: {', '.join(self._changed[:8])}); "
-                    "pass allow_config_change=True (CLI: --allow-config-change) to continue anyway")
+                    f"{path} differs from this run's config (changed: {', '.join(refused)}); use another --run-dir, "
+                    "or pass allow_config_change=True (CLI: --allow-config-change) to continue anyway")
         if dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(".config.json.tmp")
