@@ -46,3 +46,15 @@ def test_invalid_value_writes_nothing_and_a_folder_without_checkpoint_is_fresh(t
     (tmp_path / "a" / "config.json").write_text(json.dumps({"left": "over"}))  # e.g. an aborted first try
     code, out, err = run([*TINY, "--run-dir", str(tmp_path / "a")])
     assert code == 0 and not json.loads(out.strip().splitlines()[-1])["resumed"], err
+
+
+def test_a_run_folder_that_is_a_file_and_an_imm_teacher_are_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("")
+    code, _, err = run([*TINY, "--run-dir", str(tmp_path / "f")])
+    assert code == 1 and "the run folder" in err and "is a file" in err
+    assert_contract(code, err)
+    assert run(["train", "--preset", "imm-checkerboard", "--train.total-nimg", "1024", "--train.batch-size", "256",
+                "--train.device", "cpu", "--run-dir", str(tmp_path / "imm")])[0] == 0
+    code, _, err = run(["distill", "--teacher", str(tmp_path / "imm"), "--method", "mm-alternating", "--steps", "2"])
+    assert code == 1 and "is an IMM run" in err
+    assert_contract(code, err)

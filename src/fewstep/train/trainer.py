@@ -147,6 +147,8 @@ class Trainer:
                  max_nonfinite_steps: int = 20) -> None:
         if not hasattr(data, "batch"):
             raise TypeError("data must be a DataSource (with .batch(start, size, seed=...))")
+        if Path(run_dir).exists() and not Path(run_dir).is_dir():
+            raise ValueError(f"the run folder {run_dir} is a file: pass another --run-dir")
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         dist.init("nccl" if torch.device(device).type == "cuda" else "gloo")
