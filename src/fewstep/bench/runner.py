@@ -195,7 +195,7 @@ def run_bench(opts: BenchOptions, *, log: Callable[[str], None] = print) -> list
         if dataset == "data":
             from fewstep.bench.suites_user import make_data_eval
 
-            ev = make_data_eval(opts.data, n_samples=n)
+            ev = make_data_eval(opts.data, n_samples=n, **({"evaluator_steps": steps} if steps else {}))
         else:
             ev = make_eval(dataset, n_samples=n, **({"evaluator_steps": steps} if steps else {}))
         ctx = BenchContext(options=opts, dataset=dataset, device=device, runs_dir=runs_dir,

@@ -5,7 +5,7 @@
   samples' mean log-density under the true mixture (next to the data's own) and the TV between the samples'
   component assignments and the mixture weights.
 - Tokens: unigram entropy (mean per sample, next to the data's), bigram TV against the data's windows, distinct
-  bigrams.
+  bigrams, and GenPPL under a causal evaluator trained once on the data (``TokenDataEval``).
 - Images: the Fréchet distance in the features of a classifier trained once on half of labelled images (cached
   under the data's content hash), with class entropy and confidence; or, for any images, in TF-Inception's
   features from the local file (``ImageDataEval``).
@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -77,19 +79,50 @@ def _gmm_log_density(gmm, x: Tensor) -> Tensor:
 
 
 class TokenDataEval(DatasetEval):
-    """Entropy, bigram TV and distinct bigrams against a user's token windows (or any token data config)."""
+    """Bigram TV, entropy and distinct bigrams against a user's token windows (or any token data config), and
+    GenPPL under the library's causal evaluator trained once on the user's tokens.
+
+    The evaluator (``metrics.text_evaluator.train_causal_evaluator``, the text-char one) is trained on the first
+    90% of the token stream (at most ``MAX_EVALUATOR_TOKENS``) and held out on the rest, cached under the data's
+    content hash; ``evaluator_steps=0`` leaves GenPPL out. Its held-out perplexity goes with every row
+    (``row_extra``), and the ``data`` rows score real windows, the reference.
+    """
 
     primary = "bigram_tv"
+    MAX_EVALUATOR_TOKENS = 20_000_000
 
-    def __init__(self, cfg: DataCfg, *, n_samples: int = 1024) -> None:
+    def __init__(self, cfg: DataCfg, *, n_samples: int = 1024, evaluator_steps: int = 2000,
+                 cache_dir: str | None = None) -> None:
         from fewstep.build.datasets import build_data, resolve_data, sample_shape
 
         self.cfg = resolve_data(cfg)
         self.name, self.shape = f"{cfg.name}-{Path(cfg.root).stem}", sample_shape(self.cfg)
         self.source = build_data(self.cfg)
         self.n_samples = n_samples
-        self.metrics = (MetricSpec("bigram_tv", True), MetricSpec("entropy", False),
-                        MetricSpec("data_entropy", False), MetricSpec("distinct_2", False))
+        metrics = [MetricSpec("bigram_tv", True), MetricSpec("entropy", False), MetricSpec("data_entropy", False),
+                   MetricSpec("distinct_2", False)]
+        self.evaluator = None
+        if evaluator_steps > 0:
+            self.evaluator = self._evaluator(evaluator_steps, cache_dir)
+            metrics.insert(1, MetricSpec("genppl", True))
+        self.metrics = tuple(metrics)
+
+    def _evaluator(self, steps: int, cache_dir: str | None):
+        from fewstep.data.files import load_tokens
+        from fewstep.metrics.classifier import default_cache_dir
+        from fewstep.metrics.text_evaluator import train_causal_evaluator
+
+        ids = torch.from_numpy(np.array(load_tokens(self.cfg.root)[: self.MAX_EVALUATOR_TOKENS], dtype=np.int64))
+        cut = int(ids.numel() * 0.9)
+        length = min(self.cfg.length, max(2, (ids.numel() - cut) // 2))
+        name = f"token-evaluator-{self.cfg.digest}-l{length}-s{steps}.safetensors"
+        cache = Path(cache_dir or default_cache_dir()) / name
+        return train_causal_evaluator(ids[:cut], ids[cut:], self.cfg.vocab, length=length, cache=cache, steps=steps)
+
+    @property
+    def row_extra(self) -> dict:
+        """Recorded with every row: the evaluator's held-out perplexity (real text's own, roughly)."""
+        return {} if self.evaluator is None else {"evaluator_heldout_ppl": self.evaluator.heldout_ppl}
 
     def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
         return self.source.batch(repeat * 10**6 + 10**5, n, seed=seed * 7919 + 1)["x"]
@@ -100,8 +133,12 @@ class TokenDataEval(DatasetEval):
         ref = self.source.batch(repeat * 10**6, max(x.shape[0], 64), seed=seed * 7919)["x"]
         if int(x.max()) >= self.cfg.vocab or int(x.min()) < 0:
             raise ValueError(f"samples hold token ids outside the data's vocabulary 0..{self.cfg.vocab - 1}")
-        return {"bigram_tv": ngram_tv(x, ngram_counts(ref, 2, self.cfg.vocab)), "entropy": mean_entropy(x),
-                "data_entropy": mean_entropy(ref), "distinct_2": distinct_n(x, 2)}
+        out = {"bigram_tv": ngram_tv(x, ngram_counts(ref, 2, self.cfg.vocab)), "entropy": mean_entropy(x),
+               "data_entropy": mean_entropy(ref), "distinct_2": distinct_n(x, 2)}
+        if self.evaluator is not None:
+            total, count = self.evaluator.score(x.long())
+            out["genppl"] = math.exp(total / count)
+        return out
 
 
 class ImageDataEval(DatasetEval):
@@ -208,9 +245,10 @@ def _inception_file(path: str | None) -> bool:
 
 
 def make_data_eval(cfg: DataCfg, *, n_samples: int | None = None, features: str = "auto",
-                   inception: str | None = None) -> DatasetEval:
-    """The evaluator of any data config: vectors (and mixtures), tokens, or images (``features``: the image
-    feature extractor, ``ImageDataEval``; ``inception``: a TF-Inception file other than the installed one)."""
+                   inception: str | None = None, evaluator_steps: int = 2000) -> DatasetEval:
+    """The evaluator of any data config: vectors (and mixtures), tokens (``evaluator_steps``: training steps of
+    the GenPPL evaluator, 0 for none), or images (``features``: the image feature extractor, ``ImageDataEval``;
+    ``inception``: a TF-Inception file other than the installed one)."""
     from fewstep.build.datasets import data_kind
 
     kind = data_kind(cfg)
@@ -228,7 +266,7 @@ def make_data_eval(cfg: DataCfg, *, n_samples: int | None = None, features: str 
     if kind == "vectors":
         return VectorDataEval(cfg, **opts)
     if kind == "tokens":
-        return TokenDataEval(cfg, **opts)
+        return TokenDataEval(cfg, evaluator_steps=evaluator_steps, **opts)
     if cfg.name != "images":
         raise ValueError(f"score {cfg.name} with its benchmark evaluator: --dataset {cfg.name}")
     return ImageDataEval(cfg, features=features, inception=inception, **opts)

@@ -67,8 +67,9 @@ def teacher_config(teacher: str) -> RunConfig:
     if not isinstance(cfg, RunConfig):
         raise ValueError(f"{teacher} is a distillation run, not a teacher: distill from a run of 'fewstep train'")
     if cfg.method.name == "imm":
-        raise ValueError(f"{teacher} is an IMM run (a few-step model trained from scratch), not a diffusion teacher: "
-                         "sample it directly ('fewstep sample --run'), or distill from a diffusion / mdlm / uniform run")
+        raise ValueError(f"{teacher} is an IMM run (a few-step model trained from scratch), not a diffusion "
+                         "teacher: sample it directly ('fewstep sample --run'), or distill from a diffusion / mdlm / "
+                         "uniform run")
     return cfg
 
 

