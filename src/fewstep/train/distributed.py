@@ -81,11 +81,16 @@ def all_reduce_mean(tensor: Tensor) -> Tensor:
 
 def any_true(flag: bool, device: torch.device | str = "cpu") -> bool:
     """True on every rank if ``flag`` is true on any rank (keeps stop decisions consistent)."""
+    return any_true_each((flag,), device)[0]
+
+
+def any_true_each(flags: tuple[bool, ...], device: torch.device | str = "cpu") -> tuple[bool, ...]:
+    """``any_true`` of several flags with one all-reduce."""
     if not (dist.is_initialized() and world() > 1):
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return tuple(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return tuple(bool(v > 0) for v in t.tolist())
 
 
 def local_device(device: torch.device | str) -> torch.device:

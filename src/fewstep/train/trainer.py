@@ -329,9 +329,7 @@ class Trainer:
 
     def _agreed(self, *flags: bool) -> tuple[bool, ...]:
         """Decisions every rank takes together (one small all-reduce when there are several ranks)."""
-        if self.world == 1:
-            return flags
-        return tuple(dist.any_true(f, self.device) for f in flags)
+        return flags if self.world == 1 else dist.any_true_each(flags, self.device)
 
     def _count_nonfinite(self) -> None:
         if not self._bad_phase:
