@@ -88,10 +88,21 @@ class DigitsEval(DatasetEval):
 
 class _ClassifierEval(DatasetEval):
     """Fréchet distance (``fd_metric``) in a trained classifier's features against a reference set, with class
-    entropy and confidence; the ``data`` rows are slices of the training images. Subclasses set ``classifier``,
-    ``train_x`` and ``_ref_feats``."""
+    entropy and confidence; the ``data`` rows are slices of the training images. Subclasses set ``fd_metric``
+    and call ``_setup``."""
 
     fd_metric: str
+
+    def __init_subclass__(cls, **kw) -> None:
+        super().__init_subclass__(**kw)
+        cls.primary = cls.fd_metric
+        cls.metrics = (MetricSpec(cls.fd_metric, True), MetricSpec("class_entropy", False),
+                       MetricSpec("confidence", False))
+
+    def _setup(self, train_x: Tensor, test_x: Tensor, classifier, n_samples: int) -> None:
+        """The training images (``data`` rows), the classifier and the test images' features (the reference)."""
+        self.train_x, self.classifier, self.n_samples = train_x, classifier, n_samples
+        self._ref_feats = self.classifier(test_x)
 
     def data_samples(self, n: int, repeat: int, seed: int) -> Tensor:
         start = (repeat * n) % max(1, self.train_x.shape[0] - n + 1)
@@ -118,8 +129,7 @@ class MnistEval(_ClassifierEval):
 
     name = "mnist"
     shape = (1, 28, 28)
-    primary = fd_metric = "fd_lenet"
-    metrics = (MetricSpec("fd_lenet", True), MetricSpec("class_entropy", False), MetricSpec("confidence", False))
+    fd_metric = "fd_lenet"
 
     def __init__(self, root: str | None = None, cache_dir: str | None = None, n_samples: int = 5000) -> None:
         import torch
@@ -127,12 +137,10 @@ class MnistEval(_ClassifierEval):
         from fewstep.data.images import load_mnist
         from fewstep.metrics.classifier import lenet_classifier
 
-        self.train_x, train_y = load_mnist(root, "train")
-        test_x, test_y = load_mnist(root, "test")
-        self.n_samples = n_samples
+        (train_x, train_y), (test_x, test_y) = load_mnist(root, "train"), load_mnist(root, "test")
         dev = "cuda" if torch.cuda.is_available() else "cpu"
-        self.classifier = lenet_classifier(self.train_x, train_y, test_x, test_y, cache_dir, device=dev)
-        self._ref_feats = self.classifier(test_x)
+        self._setup(train_x, test_x, lenet_classifier(train_x, train_y, test_x, test_y, cache_dir, device=dev),
+                    n_samples)
 
 
 class Mnist14Eval(_ClassifierEval):
@@ -142,19 +150,15 @@ class Mnist14Eval(_ClassifierEval):
 
     name = "mnist14"
     shape = (1, 14, 14)
-    primary = fd_metric = "fd_mnist14"
-    metrics = (MetricSpec("fd_mnist14", True), MetricSpec("class_entropy", False), MetricSpec("confidence", False))
+    fd_metric = "fd_mnist14"
 
     def __init__(self, root: str | None = None, cache_dir: str | None = None, n_samples: int = 5000) -> None:
         from fewstep.build.datasets import mnist14
         from fewstep.metrics.classifier import image_classifier
 
-        self.train_x, train_y = mnist14(root, "train")
-        test_x, test_y = mnist14(root, "test")
-        self.n_samples = min(n_samples, test_x.shape[0])
-        self.classifier = image_classifier(self.train_x, train_y, test_x, test_y, name="mnist14", epochs=4,
-                                           cache_dir=cache_dir)
-        self._ref_feats = self.classifier(test_x)
+        (train_x, train_y), (test_x, test_y) = mnist14(root, "train"), mnist14(root, "test")
+        classifier = image_classifier(train_x, train_y, test_x, test_y, name="mnist14", epochs=4, cache_dir=cache_dir)
+        self._setup(train_x, test_x, classifier, min(n_samples, test_x.shape[0]))
 
 
 def make_eval(dataset: str, *, n_samples: int | None = None, cache_dir: str | None = None,
