@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from _discrete_oracles import ExactDenoiser, all_sequences
 from fewstep.denoisers.categorical import subs
@@ -273,9 +274,36 @@ def test_caching_is_bit_identical_with_fewer_evaluations():
     assert torch.equal(a, b)
     assert sa["row_evals"] < sb["row_evals"] / 4 and sa["nfe"] <= 4 + 1e-9
     assert sb["row_evals"] <= 64 * 300
-    timed = ExactDenoiser(p, N, 4, proc, time_conditioned=True)
-    with pytest.raises(ValueError, match="time-conditioned"):
-        sample_masked(timed, (10, 4), grid=grid, generator=torch.Generator().manual_seed(0), cache=True)
+    assert sa["steps_with_call"] <= 4 < sb["steps_with_call"]  # the j-th evaluations of all rows share one call
+
+
+class _TimeShifted(nn.Module):
+    """An exact denoiser whose output depends on t (a time-conditioned model): it tempers by 1 + t."""
+
+    time_conditioned = True
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base, self.process = base, base.process
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(self.base(z, t) * (1.0 + t.double()).reshape(-1, 1, 1), -1)
+
+
+@pytest.mark.parametrize("final", ["ancestral", "greedy", "none"])
+def test_planned_evaluation_is_exact_for_time_conditioned_denoisers(final):
+    """x_theta is read only at a row's reveal steps, and the planned sampler evaluates it there with that step's
+    time: the same tokens as evaluating every row at every step, also when the output depends on t."""
+    p = _p_data(8, length=4)
+    proc = MaskedProcess(N)
+    net = _TimeShifted(ExactDenoiser(p, N, 4, proc))
+    for k in (3, 16):
+        a, sa = sample_masked(net, (300, 4), grid=uniform_grid(k), generator=torch.Generator().manual_seed(1),
+                              final=final, batch_size=64)
+        b, sb = sample_masked(net, (300, 4), grid=uniform_grid(k), generator=torch.Generator().manual_seed(1),
+                              final=final, cache=False)
+        assert torch.equal(a, b) and sa["row_evals"] <= sb["row_evals"]
+        assert k == 3 or sa["row_evals"] < sb["row_evals"] / 2  # evaluated at reveal steps only, yet exact
 
 
 def test_float64_sampling_is_deterministic_and_leaves_global_rng_alone():

@@ -70,7 +70,9 @@ from fewstep.methods.mm_instant import (
     Preconditioner,
     PrecondKind,
     TeacherFn,
+    combine,
     guided,
+    sqnorm,
     teacher_grad,
     teacher_jvp,
 )
@@ -318,21 +320,25 @@ class MomentMatching(Method):
                 raise ValueError("instant MM's data term needs the draw's real data (Draw.x)")
             g_data = teacher_grad(fn, self.renoise(da, da.x), da.s, da.x, w_a, da.cond)
             self.data_count += 1
-            for k, v in g_data.items():  # running mean of E g_data, a constant of the frozen teacher
-                prev = self.data_mean.get(k)
-                self.data_mean[k] = v.detach().clone() if prev is None else prev + (v.detach() - prev) / self.data_count
+            # running mean of E g_data, a constant of the frozen teacher: prev + (g - prev) / count, foreach
+            if not self.data_mean:
+                self.data_mean = {k: v.detach().clone() for k, v in g_data.items()}
+            else:
+                step = combine({k: v.detach() for k, v in g_data.items()}, self.data_mean)
+                torch._foreach_div_(list(step.values()), float(self.data_count))
+                torch._foreach_add_([self.data_mean[k] for k in step], list(step.values()))
         ref = g_data if self.data_grad == "batch" else self.data_mean
-        g_a = g_gen if g_data is None else {k: v - ref[k] for k, v in g_gen.items()}
+        g_a = g_gen if g_data is None else combine(g_gen, ref)
         primed = self.precond.ready()
         if primed:
-            nu = {name: -self.c * v for name, v in self.precond.apply(g_a).items()}
+            lam_g = self.precond.apply(g_a)
+            nu = dict(zip(lam_g, torch._foreach_mul(list(lam_g.values()), -self.c)))
         self.precond.update(g_a)
         x_b = self.sample_x(nets["student"], db)
         dt = _loss_dtype(x_b)
-        g_norm = sum(float(v.double().pow(2).sum()) for v in g_a.values()) ** 0.5
-        stats = {"g_norm": torch.tensor(g_norm)}
+        stats = {"g_norm": sqnorm(g_a).sqrt()}  # logged: no host sync here
         if g_data is not None:
-            stats["g_data_norm"] = torch.tensor(sum(float(v.double().pow(2).sum()) for v in g_data.values()) ** 0.5)
+            stats["g_data_norm"] = sqnorm(g_data).sqrt()
         if not primed:
             loss = 0.0 * x_b.to(dt).sum()
             return LossOutput(loss, {**stats, "delta_rms": torch.zeros((), dtype=torch.float64)})

@@ -111,9 +111,8 @@ def teacher_jvp(fn: TeacherFn, z: Tensor, s: Tensor, nu: Mapping[str, Tensor], c
             used = [(gi, tangent[k]) for k, gi in zip(p, g) if gi is not None]
             out = torch.autograd.grad([gi for gi, _ in used], u, [ti for _, ti in used])[0]
         return out.detach()
-    sq = sum(float(v.double().pow(2).sum()) for v in tangent.values())
     count = sum(v.numel() for v in tangent.values())
-    rms = (sq / max(count, 1)) ** 0.5
+    rms = float(sqnorm(tangent)) ** 0.5 / max(count, 1) ** 0.5  # one host sync
     if rms == 0.0:
         return torch.zeros_like(fn(params, z, s, cond)).detach()
     h = fd_scale / rms
@@ -153,9 +152,14 @@ class Preconditioner:
         if self.kind != "ema":
             return
         self.count += 1
-        for k, gk in g.items():
-            prev = self.v.get(k, torch.zeros_like(gk))
-            self.v[k] = self.beta * prev + (1 - self.beta) * gk.detach() ** 2
+        keys = list(g)
+        gs = [g[k].detach() for k in keys]
+        sq = torch._foreach_mul(gs, gs)  # g * g == g ** 2 bit for bit; the same operations as a per-tensor loop
+        torch._foreach_mul_(sq, 1 - self.beta)
+        prev = [self.v[k] if k in self.v else torch.zeros_like(gk) for k, gk in zip(keys, gs)]
+        new = torch._foreach_mul(prev, self.beta)
+        torch._foreach_add_(new, sq)
+        self.v.update(zip(keys, new))
 
     def apply(self, g: Mapping[str, Tensor]) -> Params:
         """Lambda g (no state change; differentiable in g, Lambda itself is constant)."""
@@ -164,7 +168,11 @@ class Preconditioner:
         if self.kind == "ema" and self.count == 0:
             raise RuntimeError("the EMA preconditioner needs at least one update before use")
         corr = 1.0 - self.beta**self.count if self.kind == "ema" else 1.0
-        return {k: gk / ((self.v[k].to(gk) / corr).sqrt() + self.eps) for k, gk in g.items()}
+        keys = list(g)
+        den = torch._foreach_div([self.v[k].to(g[k]) for k in keys], corr)
+        torch._foreach_sqrt_(den)
+        torch._foreach_add_(den, self.eps)
+        return dict(zip(keys, torch._foreach_div([g[k] for k in keys], den)))
 
     def state_dict(self) -> dict:
         return {"v": dict(self.v), "count": self.count}
@@ -172,6 +180,23 @@ class Preconditioner:
     def load_state_dict(self, state: Mapping) -> None:
         self.v = {k: t.detach().clone() for k, t in state["v"].items()}
         self.count = int(state["count"])
+
+
+def sqnorm(a: Mapping[str, Tensor]) -> Tensor:
+    """sum over every tensor of ||a_k||^2 as a float64 0-d tensor (per-tensor norms in one foreach call, no host
+    sync)."""
+    vals = list(a.values())
+    if not vals:
+        return torch.zeros((), dtype=torch.float64)
+    return torch.stack(torch._foreach_norm(vals)).double().pow(2).sum()
+
+
+def combine(a: Mapping[str, Tensor], b: Mapping[str, Tensor], scale: float = 1.0) -> Params:
+    """{k: a_k - scale * b_k} over a's keys in foreach calls (scale = 1: the plain difference, bit for bit)."""
+    keys = list(a)
+    bs = [b[k] for k in keys]
+    return dict(zip(keys, torch._foreach_sub([a[k] for k in keys], bs if scale == 1.0 else
+                                             torch._foreach_mul(bs, scale))))
 
 
 def dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:

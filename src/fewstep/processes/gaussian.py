@@ -146,6 +146,50 @@ class GaussianProcess:
             out = out + bcast(g, x_t) * noise
         return out
 
+    # ------------------------------------------------------------------ one shared time per step (samplers)
+    def grid_values(self, grid: Tensor) -> list[tuple[float, float, float, float]]:
+        """(alpha, sigma, d_alpha, d_sigma) at every time of ``grid`` [N] as Python floats (float64 math).
+
+        Samplers evaluate the schedule once per call with it: every row shares the step's times, so a step needs
+        no per-row coefficient vectors and, on a GPU, no host synchronisation."""
+        o = self.schedule(grid.detach().double().cpu())
+        return list(zip(o.alpha.tolist(), o.sigma.tolist(), o.d_alpha.tolist(), o.d_sigma.tolist()))
+
+    @staticmethod
+    def posterior_step_at(x_t: Tensor, x0_hat: Tensor, at: tuple[float, ...], as_: tuple[float, ...], *,
+                          eta: float = 0.0, generator: torch.Generator | None = None,
+                          noise: Tensor | None = None) -> Tensor:
+        """:meth:`posterior_step` for one time pair shared by all rows, given their :meth:`grid_values` ``at``
+        (time t) and ``as_`` (time s < t): the same formula with scalar coefficients (same arithmetic).
+
+        Args:
+            x_t: [B, ...] state at t. x0_hat: [B, ...] estimate of x0 (same shape).
+        Returns:
+            z_s [B, ...] in the dtype of ``x_t``.
+        """
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+        (a_t, s_t), (a_s, s_s) = at[:2], as_[:2]
+        a_ts = a_t / a_s
+        var_ts = max(s_t**2 - a_ts**2 * s_s**2, 0.0)
+        g = eta * math.sqrt(max(s_s**2 * var_ts / s_t**2, 0.0))
+        c_eps = math.sqrt(max(s_s**2 - g**2, 0.0))
+        x0_hat = x0_hat.to(x_t.dtype)
+        out = a_s * x0_hat + c_eps * ((x_t - a_t * x0_hat) / s_t)
+        if eta > 0:
+            if noise is None:
+                if generator is None:
+                    raise ValueError("a stochastic posterior step (eta > 0) needs a generator")
+                noise = rng.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+            out = out + g * noise
+        return out
+
+    @staticmethod
+    def ode_drift_at(z: Tensor, x0_hat: Tensor, at: tuple[float, ...]) -> Tensor:
+        """:meth:`ode_drift` at one time shared by all rows, given its :meth:`grid_values` ``at``."""
+        a, s, da, ds = at
+        return da * x0_hat + ds * ((z - a * x0_hat) / s)
+
     # ------------------------------------------------------------------ parametrisations
     def x0_from_eps(self, z: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         """x0 = (z - sigma eps) / alpha (alpha clamped through logSNR >= -15)."""

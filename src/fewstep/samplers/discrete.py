@@ -3,11 +3,12 @@ the contract of ``fewstep.samplers`` (the denoiser carries its process, ``denois
 
 Masked ancestral sampling (MDLM): start all-mask; per step t -> s every masked position is revealed with
 probability (alpha_s - alpha_t)/(1 - alpha_t) and takes a token from Cat(x_theta(z_t, t)); at s = 0 every mask
-is revealed. Per-row caching: a time-free denoiser's output depends on z only, so a row that did not change
-in a step keeps its x_theta; only changed rows are re-evaluated (exact; the random stream is consumed the same
-way with or without the cache, so the tokens are bit-identical). Rows with no mask left are never evaluated, so
-with the cache NFE <= L per sample. Stats report both the steps that made a
-network call and the row evaluations actually spent.
+is revealed. Which positions a step reveals never depends on the network, so the sampler draws the whole reveal
+schedule first (the random stream consumed exactly as a step-by-step loop would) and then evaluates x_theta only
+where it is read: once before each step that reveals something in a row, all rows' j-th evaluations in one
+network call with per-row times (at most L calls, NFE <= L per sample; exact for every denoiser, tokens
+bit-identical to the step-by-step loop, ``cache=False``). Stats report the network calls and the row evaluations
+actually spent.
 
 Uniform ancestral sampling (Duo): start from uniform tokens; each step draws z_s from the reverse kernel with
 x_hat = x_theta(z_t, t). ``final="greedy"`` ("greedy-tail") replaces the last step by argmax x_theta.
@@ -77,63 +78,117 @@ def sample_masked(denoiser: nn.Module, shape: tuple[int, int], *, grid: Tensor, 
         grid: [K + 1] float64 times from 1 down (a grid ending at 0 reveals everything with ``ancestral``).
         final: ``ancestral`` (default), ``greedy`` (masks left before the last step take argmax x_theta;
             lowers entropy), ``none`` (the grid as is; masks may remain).
-        cache: per-row caching; None = on for a time-free denoiser. A time-conditioned denoiser refuses it
-            unless ``force_cache``.
+        cache: None or True: evaluate x_theta only where it is used (:func:`_sample_masked_planned`, exact for
+            every denoiser); False: the step-by-step loop that evaluates every row with masks at every step
+            (the reference). ``force_cache`` is accepted for compatibility and has no effect.
         batch_size: rows per network call (default all n).
 
     Returns:
-        (tokens [n, length], stats): stats has ``steps`` (K), ``steps_with_call``, ``row_evals``, ``nfe``
-        (= row_evals / n, the evaluations actually spent per sample), ``final``, ``cache``.
+        (tokens [n, length], stats): stats has ``steps`` (K), ``steps_with_call`` (network calls over the batch),
+        ``row_evals``, ``nfe`` (= row_evals / n, the evaluations actually spent per sample), ``final``, ``cache``.
     """
     process = denoiser.process
     if process.kind != "masked":
         raise ValueError("sample_masked needs a denoiser of a MaskedProcess")
     n, length = _token_shape(shape)
     grid = _check_options(grid, final, dtype_categorical, allow_low_precision, cond)
-    timed = getattr(denoiser, "time_conditioned", True)
-    if cache is None:
-        cache = not timed
-    if cache and timed and not force_cache:
-        raise ValueError("caching is exact only for a time-free denoiser; this one is time-conditioned "
-                         "(pass force_cache=True to cache anyway)")
-    m = process.mask_id
-    z = process.prior_sample((n, length), device=device)
-    logp: Tensor | None = None
-    stale = torch.ones(n, dtype=torch.bool, device=device)
-    steps_with_call, row_evals = 0, 0
-    bs = batch_size or n
-    k = grid.numel() - 1
-    for i in range(k):
-        t, s = grid[i], grid[i + 1]
-        # rows without masks never use x_theta again: skip them (exact, also without the cache)
-        need = (z == m).any(1) & (stale if cache else True)
-        rows = need.nonzero().squeeze(1)
-        if rows.numel():
-            tt = torch.full((rows.numel(),), float(t), device=device)
-            new = torch.cat([denoiser(z[rows[j:j + bs]], tt[j:j + bs]).float() for j in range(0, rows.numel(), bs)])
-            if logp is None:
-                logp = new
-            else:
-                logp[rows] = new
-            steps_with_call += 1
-            row_evals += rows.numel()
-        p = float(process.unmask_prob(t.reshape(1), s.reshape(1)))
-        last = i == k - 1
-        u = rng.rand((n, length), generator=generator, device=device, dtype=torch.float64)
-        v = rng.rand((n, length), generator=generator, device=device, dtype=dtype_categorical)
-        masked = z == m
-        reveal = masked & (u < p)
-        if last and final == "greedy":
-            reveal = masked
-        if bool(reveal.any()):
-            if last and final == "greedy":
-                z[reveal] = logp[reveal].argmax(-1)
-            else:
-                z[reveal] = _draw_tokens(logp[reveal], v[reveal], dtype_categorical)
-        stale = reveal.any(1)
-    stats = {"steps": k, "steps_with_call": steps_with_call, "row_evals": row_evals, "nfe": row_evals / n,
-             "final": final, "cache": bool(cache), "masks_left": int((z == m).sum())}
+    del force_cache
+    plan = _reveal_plan(process, (n, length), grid, generator, device, final, dtype_categorical)
+    if cache is None or cache:
+        z, calls, row_evals = _sample_masked_planned(denoiser, plan, grid, final, batch_size or n)
+    else:
+        z, calls, row_evals = _sample_masked_stepwise(denoiser, plan, grid, final, batch_size or n)
+    stats = {"steps": grid.numel() - 1, "steps_with_call": calls, "row_evals": row_evals, "nfe": row_evals / n,
+             "final": final, "cache": cache is None or bool(cache), "masks_left": int((z == process.mask_id).sum())}
     return z.cpu(), stats
+
+
+def _reveal_plan(process, shape: tuple[int, int], grid: Tensor, generator: torch.Generator,
+                 device: torch.device | str, final: str, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """When each position is revealed and the uniform its token is drawn with: (step [n, L] int64, K = never;
+    v [n, L]). Which positions a step reveals never depends on the network (each masked position is revealed with
+    probability (alpha_s - alpha_t)/(1 - alpha_t)), so the whole schedule is drawn first, consuming the random
+    stream exactly as the step-by-step sampler does (per step: the reveal uniforms, then the token uniforms)."""
+    k = grid.numel() - 1
+    step = torch.full(shape, k, dtype=torch.long, device=device)
+    v_at = torch.zeros(shape, dtype=dtype, device=device)
+    masked = torch.ones(shape, dtype=torch.bool, device=device)
+    for i in range(k):
+        p = float(process.unmask_prob(grid[i].reshape(1), grid[i + 1].reshape(1)))
+        u = rng.rand(shape, generator=generator, device=device, dtype=torch.float64)
+        v = rng.rand(shape, generator=generator, device=device, dtype=dtype)
+        reveal = masked if i == k - 1 and final == "greedy" else masked & (u < p)
+        step = torch.where(reveal, i, step)
+        v_at = torch.where(reveal, v, v_at)
+        masked &= ~reveal
+    return step, v_at
+
+
+def _reveal(z: Tensor, logp: Tensor, where: Tensor, v: Tensor, greedy: Tensor | None, dtype: torch.dtype) -> None:
+    """Fill z[where] (in place) with tokens drawn from logp[where] with uniforms v[where] (argmax where ``greedy``)."""
+    if greedy is not None and bool(greedy.any()):
+        z[greedy] = logp[greedy].argmax(-1)
+        where = where & ~greedy
+    if bool(where.any()):
+        z[where] = _draw_tokens(logp[where], v[where], dtype)
+
+
+def _sample_masked_planned(denoiser: nn.Module, plan: tuple[Tensor, Tensor], grid: Tensor, final: str,
+                           bs: int) -> tuple[Tensor, int, int]:
+    """Tokens from a reveal plan with x_theta evaluated only where it is used: before each step that reveals
+    something in a row, on the row's state then. Every row's j-th evaluation shares one network call (at most
+    L calls, each with the rows that still have reveals ahead), with the per-row time of that step. The tokens
+    equal the step-by-step sampler's for every denoiser, time-conditioned or not: between two reveals a row's
+    state does not change, and x_theta is only read at a reveal step. Returns (z, calls, row evaluations)."""
+    step, v_at = plan
+    n, length = step.shape
+    k = grid.numel() - 1
+    z = torch.full((n, length), denoiser.process.mask_id, dtype=torch.long, device=step.device)
+    times = grid.to(step.device, torch.float32)
+    pending = step.clone()  # reveal step of each still-masked position, K once done or never
+    calls = row_evals = 0
+    while True:
+        cur = pending.min(1).values
+        rows = (cur < k).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            return z, calls, row_evals
+        cur_r = cur[rows]
+        zr = z[rows]
+        tt = times[cur_r]
+        logp = torch.cat([denoiser(zr[j:j + bs], tt[j:j + bs]).float() for j in range(0, rows.numel(), bs)])
+        calls += 1
+        row_evals += rows.numel()
+        now = pending[rows] == cur_r.unsqueeze(1)
+        greedy = now & (cur_r == k - 1).unsqueeze(1) if final == "greedy" else None
+        _reveal(zr, logp, now, v_at[rows], greedy, v_at.dtype)
+        z[rows] = zr
+        pending[rows] = torch.where(now, k, pending[rows])
+
+
+def _sample_masked_stepwise(denoiser: nn.Module, plan: tuple[Tensor, Tensor], grid: Tensor, final: str,
+                            bs: int) -> tuple[Tensor, int, int]:
+    """The reference loop: at every step evaluate x_theta(z_t, t) on each row with masks, reveal the positions the
+    plan reveals at that step. Returns (z, steps with a call, row evaluations)."""
+    step, v_at = plan
+    n, length = step.shape
+    k = grid.numel() - 1
+    m = denoiser.process.mask_id
+    z = torch.full((n, length), m, dtype=torch.long, device=step.device)
+    calls = row_evals = 0
+    for i in range(k):
+        rows = (z == m).any(1).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            break
+        tt = torch.full((rows.numel(),), float(grid[i]), device=z.device)
+        zr = z[rows]
+        logp = torch.cat([denoiser(zr[j:j + bs], tt[j:j + bs]).float() for j in range(0, rows.numel(), bs)])
+        calls += 1
+        row_evals += rows.numel()
+        now = step[rows] == i
+        greedy = now if final == "greedy" and i == k - 1 else None
+        _reveal(zr, logp, now, v_at[rows], greedy, v_at.dtype)
+        z[rows] = zr
+    return z, calls, row_evals
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ import torch
 from torch import Tensor, nn
 
 from fewstep import rng
-from fewstep.processes.base import bcast
 from fewstep.schedules import Schedule
 
 IMMSampler = Literal["pushforward", "restart"]
@@ -84,18 +83,19 @@ def sample_imm(denoiser: nn.Module, shape: tuple[int, ...], *, grid: Tensor, gen
         return fmap.guided(x, s, t, cond, guidance, null_label)
 
     x = sd * rng.randn(shape, generator=generator, device=device, dtype=torch.float64)
-    t_end = grid[-1].to(device)
+    times = grid.to(device)
+    o = sched(grid.cpu())  # restart coefficients: one schedule evaluation per call, Python floats per step
+    alphas, sigmas = o.alpha.tolist(), (o.sigma * sd).tolist()
     with torch.no_grad():
         for i in range(grid.numel() - 1):
-            t = grid[i].to(device).expand(n)
-            nxt = grid[i + 1].to(device).expand(n)
+            t = times[i].expand(n)
+            nxt = times[i + 1].expand(n)
             if sampler == "pushforward":
                 x = f(x, nxt, t).double()
                 continue
-            x_tilde = f(x, t_end.expand(n), t).double()
+            x_tilde = f(x, times[-1].expand(n), t).double()
             if i == grid.numel() - 2:
                 return x_tilde
-            o = sched(nxt)
             xi = rng.randn(shape, generator=generator, device=device, dtype=torch.float64)
-            x = bcast(o.alpha, x_tilde) * x_tilde + bcast(o.sigma * sd, xi) * xi
+            x = alphas[i + 1] * x_tilde + sigmas[i + 1] * xi
     return x

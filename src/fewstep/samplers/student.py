@@ -27,7 +27,7 @@ from torch import Tensor
 from fewstep import rng
 from fewstep.processes.base import bcast
 from fewstep.processes.gaussian import GaussianProcess
-from fewstep.samplers.gaussian import chain
+from fewstep.samplers.gaussian import CHUNK, chain
 from fewstep.samplers.grids import check_grid, uniform_grid
 
 Renoise = Literal["posterior", "fresh"]
@@ -71,26 +71,37 @@ def student_grid(k: int) -> Tensor:
 
 def multistep(denoiser: Callable[..., Tensor], process: GaussianProcess, z: Tensor, grid: Tensor, *,
               generator: torch.Generator, cond: Tensor | None = None, eta: float = 1.0,
-              renoise_mode: Renoise = "posterior") -> Tensor:
+              renoise_mode: Renoise = "posterior", chunk: int | None = None) -> Tensor:
     """Run the student sampler from ``z`` at grid[0] down the explicit decreasing ``grid`` (ends at 0).
+
+    Every row shares a step's times: the re-noising uses scalar coefficients (``GaussianProcess.grid_values``), the
+    same arithmetic as :func:`renoise` with per-row times.
 
     Args:
         denoiser: the student G(z, t, cond=...) -> x~ shaped like z. z: [B, ...] initial state.
         grid: [N + 1] decreasing to 0 (``student_grid(k)`` for a k-step student).
         generator: draws every re-noising. eta, renoise_mode: as in training.
-        cond: optional labels [B].
+        cond: optional labels [B]. chunk: rows per network call (None: all).
     Returns:
         samples [B, ...] float64 (N student evaluations).
     """
-    def step(z: Tensor, x_tilde: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        return renoise(process, z, x_tilde, t, s, mode=renoise_mode, eta=eta, generator=generator)
+    if renoise_mode not in RENOISE:
+        raise ValueError(f"unknown renoise mode {renoise_mode!r}; choose one of {RENOISE}")
+    vals = process.grid_values(grid)
 
-    return chain(denoiser, z, grid, step, cond)
+    def step(z: Tensor, x_tilde: Tensor, i: int) -> Tensor:
+        if renoise_mode == "posterior":
+            return process.posterior_step_at(z, x_tilde, vals[i], vals[i + 1], generator=generator, eta=eta)
+        noise = rng.randn(x_tilde.shape, generator=generator, device=x_tilde.device, dtype=torch.float64)
+        return vals[i + 1][0] * x_tilde + vals[i + 1][1] * noise
+
+    return chain(denoiser, z, grid, step, cond, chunk=chunk)
 
 
 def sample_student(denoiser: Callable[..., Tensor], process: GaussianProcess, shape: tuple[int, ...], *,
                    grid: Tensor, generator: torch.Generator, device: torch.device | str = "cpu",
-                   cond: Tensor | None = None, eta: float = 1.0, renoise_mode: Renoise = "posterior") -> Tensor:
+                   cond: Tensor | None = None, eta: float = 1.0, renoise_mode: Renoise = "posterior",
+                   chunk: int | None = CHUNK) -> Tensor:
     """Draw ``shape[0]`` samples: z ~ prior at t = grid[0], then ``multistep`` with the student ``denoiser``.
 
     Args:
@@ -101,5 +112,5 @@ def sample_student(denoiser: Callable[..., Tensor], process: GaussianProcess, sh
     """
     check_grid(grid)
     z = process.prior_sample(shape, generator=generator, device=device, t=float(grid[0]))
-    return multistep(denoiser, process, z, grid.to(device), generator=generator, eta=eta, renoise_mode=renoise_mode,
-                     cond=cond)
+    return multistep(denoiser, process, z, grid, generator=generator, eta=eta, renoise_mode=renoise_mode,
+                     cond=cond, chunk=chunk)

@@ -43,23 +43,40 @@ class EMA:
     def update(self, module: nn.Module, batch_nimg: int, nimg: int) -> float:
         """Move the average towards ``module``'s weights; buffers are copied. Returns the beta used.
 
+        The (average, source) tensor pairs are matched by name once per source module and kept; each update is
+        one ``torch._foreach_lerp_`` (bit-identical to a per-parameter ``lerp_``) and one foreach copy of buffers.
+
         Args:
             module: the unwrapped network being trained (same structure as the copy).
             batch_nimg: samples consumed since the previous update.
             nimg: samples seen so far, including this batch.
         """
         beta = self.beta(batch_nimg, nimg)
-        src = dict(module.named_parameters())
-        for name, p_ema in self.module.named_parameters():
-            p = src[name].detach()
-            if beta == 0.0:
-                p_ema.copy_(p)
-            else:
-                p_ema.lerp_(p.to(p_ema.dtype), 1.0 - beta)
-        src_buffers = dict(module.named_buffers())
-        for name, b_ema in self.module.named_buffers():
-            b_ema.copy_(src_buffers[name])
+        ema_p, src_p, ema_b, src_b = self._pairs(module)
+        if beta == 0.0:
+            torch._foreach_copy_(ema_p, src_p)
+        elif ema_p:
+            src = src_p if all(a.dtype == b.dtype for a, b in zip(ema_p, src_p)) else [
+                p.to(a.dtype) for a, p in zip(ema_p, src_p)]
+            torch._foreach_lerp_(ema_p, src, 1.0 - beta)
+        if ema_b:
+            torch._foreach_copy_(ema_b, src_b)
         return beta
+
+    def _pairs(self, module: nn.Module) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
+        """(average params, source params, average buffers, source buffers), matched by name; cached while neither
+        module has been moved (the key holds the storage of the first tensors, which ``.to()`` replaces)."""
+        first = next(module.parameters(), None)
+        mine = next(self.module.parameters(), None)
+        key = (id(module), None if first is None else first.data_ptr(), None if mine is None else mine.data_ptr())
+        if getattr(self, "_pairs_key", None) != key:
+            src = dict(module.named_parameters())
+            src_buffers = dict(module.named_buffers())
+            params, buffers = list(self.module.named_parameters()), list(self.module.named_buffers())
+            self._cached = ([p for _, p in params], [src[n] for n, _ in params],
+                            [b for _, b in buffers], [src_buffers[n] for n, _ in buffers])
+            self._pairs_key = key
+        return self._cached
 
     def state_dict(self) -> dict[str, Tensor]:
         """The averaged weights (a module state dict)."""
