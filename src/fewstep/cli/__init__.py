@@ -12,14 +12,8 @@ One module per command: ``train``, ``distill``, ``sample``, ``evaluate`` (eval),
 
 from __future__ import annotations
 
+import importlib
 import sys
-
-from fewstep.cli.bench import cmd_bench, cmd_report
-from fewstep.cli.distill import cmd_distill
-from fewstep.cli.evaluate import cmd_eval
-from fewstep.cli.info import cmd_demo, cmd_info
-from fewstep.cli.sample import cmd_sample
-from fewstep.cli.train import cmd_train
 
 USAGE = """usage: fewstep {train,distill,sample,eval,bench,report,demo,info} [--help]
 
@@ -35,8 +29,19 @@ USAGE = """usage: fewstep {train,distill,sample,eval,bench,report,demo,info} [--
   info    version, presets, devices
 """
 
-COMMANDS = {"train": cmd_train, "distill": cmd_distill, "sample": cmd_sample, "eval": cmd_eval, "bench": cmd_bench,
-            "report": cmd_report, "demo": cmd_demo, "info": cmd_info}
+COMMANDS = {"train": "train:cmd_train", "distill": "distill:cmd_distill", "sample": "sample:cmd_sample",
+            "eval": "evaluate:cmd_eval", "bench": "bench:cmd_bench", "report": "bench:cmd_report",
+            "demo": "info:cmd_demo", "info": "info:cmd_info"}
+"""Command -> ``module:function`` under ``fewstep.cli``, imported when the command runs (a command loads only
+its own dependencies: ``fewstep sample`` never imports the bench, the trainers or plotting before it needs them)."""
+
+
+def command(name: str):
+    """The function of command ``name`` (imported now); None if there is no such command."""
+    if name not in COMMANDS:
+        return None
+    module, func = COMMANDS[name].split(":")
+    return getattr(importlib.import_module(f"fewstep.cli.{module}"), func)
 
 
 def default_threads() -> int:
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    cmd = COMMANDS.get(argv[0])
+    cmd = command(argv[0])
     if cmd is None:
         print(f"error: unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
         return 2

@@ -22,7 +22,8 @@ class BenchArgs:
 
     suite: tyro.conf.Positional[Literal["toy", "digits", "mnist", "text-hmm", "grid2d", "text-char", "data",
                                                   "mnist14"]]
-    """Suite name (``data``: your own data, --data.name / --data.root)."""
+    """Suite name (``data``: your own data, --data.name / --data.root; ``fewstep bench speed --help``: the speed
+    ratios)."""
     methods: str = "teacher,oracle"
     steps: str = "1,2,4,8"
     """Steps of few-step methods."""
@@ -73,9 +74,39 @@ class BenchArgs:
     their run records (sampling only: the same trained students; recorded in every row's ``options``)."""
 
 
+@dataclass(frozen=True)
+class SpeedArgs:
+    """fewstep bench speed: samplers, masked sampling, the training step and the student's speed-up as ratios
+    against hand-written limits (interleaved arms; docs in fewstep.bench.speed). One CPU thread."""
+
+    out: str = "bench_out/speed"
+    repeats: int = 7
+    """Interleaved repetitions per ratio (at least 2)."""
+    quick: bool = False
+    """Tiny sizes: exercises every arm; numbers are meaningless."""
+    sections: str = "samplers,masked,trainer,distill,speedup"
+    whole_process: bool = True
+    """Time whole 'fewstep sample' processes too (minutes: the teacher at 1,024 NFE on 4,096 samples)."""
+
+
+def cmd_speed(argv: list[str]) -> int:
+    from fewstep.bench.speed import SpeedOptions, run_speed
+
+    a = tyro.cli(SpeedArgs, args=argv, prog="fewstep bench speed")
+    sections = tuple(x for x in a.sections.split(",") if x)
+    known = SpeedOptions().sections
+    if a.repeats < 2 or not sections or any(x not in known for x in sections):
+        raise SystemExit(f"error: --repeats must be >= 2 and --sections a comma-separated subset of {','.join(known)}")
+    run_speed(SpeedOptions(out=a.out, repeats=a.repeats, quick=a.quick, whole_process=a.whole_process,
+                           sections=sections, command="fewstep bench speed " + shlex.join(argv)))
+    return 0
+
+
 def cmd_bench(argv: list[str]) -> int:
     from fewstep.bench.runner import BenchOptions, run_bench, with_defaults
 
+    if argv and argv[0] == "speed":
+        return cmd_speed(argv[1:])
     a = tyro.cli(BenchArgs, args=argv, prog="fewstep bench")
     suite, data, presets = a.suite, a.data if a.suite == "data" else None, parse_pairs(a.teacher_preset)
     overrides = {f.name: getattr(a.data, f.name) for f in fields(DataCfg)
