@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fewstep-installed
 
-.PHONY: demo test lint bench-toy bench-digits clean
+.PHONY: demo demo-full test test-slow lint bench-toy bench-digits clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,15 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/fewstep demo --out demo_out
 
+demo-full: $(STAMP)
+	$(VENV)/bin/fewstep demo --full --out demo_full_out
+
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks/scripts
 	$(VENV)/bin/pytest
+
+test-slow: $(STAMP)
+	$(VENV)/bin/pytest -m "slow and not gpu and not data"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks/scripts
@@ -31,4 +37,4 @@ bench-digits: $(STAMP)
 	$(VENV)/bin/fewstep bench digits --out bench_out/digits
 
 clean:
-	rm -rf $(VENV) demo_out bench_out runs
+	rm -rf $(VENV) demo_out demo_full_out bench_out runs

@@ -48,6 +48,8 @@ class BenchOptions:
     """Multiplies every preset's training length (the demo uses a fraction)."""
     distill_scale: float | None = None
     """Multiplies the distillations' length (None: ``train_scale``)."""
+    imm_scale: float | None = None
+    """Multiplies IMM's training length (None: ``train_scale``)."""
     distill_set: tuple[tuple[str, str], ...] = ()
     """(field, JSON value) overrides of the distillation method config (e.g. ``("renoise", '"fresh"')``)."""
     imm_set: tuple[tuple[str, str], ...] = ()

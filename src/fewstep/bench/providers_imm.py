@@ -48,15 +48,15 @@ def imm_config(ctx: BenchContext) -> RunConfig:
     opts = ctx.options
     preset = IMM_PRESETS[ctx.dataset] if data is None else USER_IMM_PRESETS[data_kind(data)]
     cfg = get_preset(preset) if data is None else replace(get_preset(preset), data=data)
-    if opts.train_scale != 1.0:
+    scale = opts.train_scale if opts.imm_scale is None else opts.imm_scale
+    if scale != 1.0:
         t = cfg.train
-        total = max(t.batch_size, int(t.total_nimg * opts.train_scale))
-        cfg = replace(cfg, train=replace(t, total_nimg=total, ckpt_every_nimg=max(1, int(t.ckpt_every_nimg *
-                                                                                         opts.train_scale))))
+        total = max(t.batch_size, int(t.total_nimg * scale))
+        cfg = replace(cfg, train=replace(t, total_nimg=total, ckpt_every_nimg=max(1, int(t.ckpt_every_nimg * scale))))
     if opts.quick:
         cfg = quick(cfg)
     name = preset + (f"-{user_data_tag(data)}" if data is not None else "") + ("-quick" if opts.quick else "") + (
-        f"-x{opts.train_scale:g}" if opts.train_scale != 1.0 else "")
+        f"-x{scale:g}" if scale != 1.0 else "")
     if opts.imm_set:
         sets = imm_overrides(opts)
         cfg = replace(cfg, method=replace(cfg.method, **sets))

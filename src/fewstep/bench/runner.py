@@ -51,7 +51,7 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
-MODEL_OPTIONS = ("quick", "teacher_presets", "train_scale", "distill_scale", "distill_set", "imm_set",
+MODEL_OPTIONS = ("quick", "teacher_presets", "train_scale", "distill_scale", "imm_scale", "distill_set", "imm_set",
                  "distill_seed", "evaluator_steps", "student_kernel", "data")
 """The bench options that change a trained model or its metric (not just which rows are measured or how many
 samples): every results row records those set away from their defaults in its ``options`` field."""

@@ -25,7 +25,8 @@ USAGE = """usage: fewstep {train,distill,sample,eval,bench,report,demo,info} [--
   bench   run a benchmark suite (toy, digits, mnist, text-hmm, grid2d, text-char) and write results.jsonl,
           report.md, figures
   report  re-derive report.md and figures from a results.jsonl
-  demo    train small models on built-in data and write an illustrated report (~30 min on 2 CPU cores)
+  demo    a teacher, an MM student and an IMM model on built-in data, an illustrated report (minutes;
+          --full: every suite, ~30 min on 2 CPU cores)
   info    version, presets, devices
 """
 

@@ -47,6 +47,8 @@ class BenchArgs:
     """Multiply the teacher presets' training length."""
     distill_scale: float | None = None
     """Multiply the distillations' length (default: --train-scale)."""
+    imm_scale: float | None = None
+    """Multiply IMM's training length (default: --train-scale)."""
     distill_set: str | None = None
     """MM option overrides for the distilled students, e.g. 'renoise=fresh' or 'weighting=flat,aux_lr=3e-4'
     (comma-separated field=value; values are JSON or bare words). The run folders are named after them."""
@@ -125,6 +127,7 @@ def cmd_bench(argv: list[str]) -> int:
         device=a.device, out=a.out, seed=a.seed, repeats=a.repeats, min_repeats=min(a.min_repeats, a.repeats),
         datasets=tuple(a.datasets.split(",")) if a.datasets else None, runs_dir=a.runs_dir,
         teacher_presets=presets, train_scale=a.train_scale, distill_scale=a.distill_scale,
+        imm_scale=a.imm_scale,
         distill_set=parse_pairs(a.distill_set, "field=value"), imm_set=parse_pairs(a.imm_set, "field=value"),
         distill_seed=a.distill_seed,
         distill_teachers=tuple(t for t in a.distill_teachers.split(",") if t), n_samples=a.n_samples,

@@ -10,19 +10,22 @@ import tyro
 
 @dataclass(frozen=True)
 class DemoArgs:
-    """Train small models on built-in data, sample them at several step counts and write a report."""
+    """Train small models on built-in data, sample them at several step counts and write a report (the main job;
+    --full: every suite)."""
 
     out: str = "demo_out"
     device: str = "auto"
     quick: bool = False
     """Seconds instead of minutes (for tests)."""
+    full: bool = False
+    """The tour of every suite (about half an hour on 2 cores) instead of the main job (a few minutes)."""
 
 
 def cmd_demo(argv: list[str]) -> int:
     from fewstep.demo import run_demo
 
     a = tyro.cli(DemoArgs, args=argv, prog="fewstep demo")
-    report = run_demo(Path(a.out), device=a.device, quick=a.quick)
+    report = run_demo(Path(a.out), device=a.device, quick=a.quick, full=a.full)
     print(f"[demo] report: {report.resolve()}")
     return 0
 
