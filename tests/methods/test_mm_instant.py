@@ -323,3 +323,21 @@ def test_cfg_teacher() -> None:
                                    nu["table"][3] + 2.5 * (nu["table"][cond] - nu["table"][3]))
     plain = MomentMatching(tea, Student(), process=PROC, mode="instant", conditional=True, num_classes=3)
     torch.testing.assert_close(plain.teacher_mean(tea, z, s, cond), tea.table[cond].detach())
+
+
+def test_preconditioner_foreach_bookkeeping_equals_the_per_tensor_loop():
+    """The foreach update / apply (issue 28: no per-parameter Python loop) is bit-identical to the per-tensor
+    formulas v <- beta v + (1 - beta) g^2 and g / (sqrt(v / (1 - beta^n)) + eps)."""
+    gen = torch.Generator().manual_seed(0)
+    grads = [{"a": torch.randn(5, 7, generator=gen), "b": torch.randn(3, generator=gen)} for _ in range(5)]
+    p = Preconditioner("ema", beta=0.9, eps=1e-8)
+    v: dict[str, torch.Tensor] = {}
+    for n, g in enumerate(grads, start=1):
+        if p.ready():
+            corr = 1.0 - 0.9 ** (n - 1)
+            out = p.apply(g)
+            for k in g:
+                assert torch.equal(out[k], g[k] / ((v[k] / corr).sqrt() + 1e-8)), k
+        p.update(g)
+        v = {k: 0.9 * v.get(k, torch.zeros_like(x)) + (1 - 0.9) * x ** 2 for k, x in g.items()}
+        assert all(torch.equal(p.v[k], v[k]) for k in g)

@@ -102,3 +102,19 @@ def test_posterior_step_at_matches_per_row() -> None:
             assert float((a - b).abs().max()) <= 1e-14 * float(b.abs().max())
     with pytest.raises(ValueError, match="eta"):
         proc.posterior_step_at(z, x, vals[0], vals[1], eta=2.0)
+
+
+def test_imm_sampler_chunks_change_no_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fewstep.build.models import build_imm
+    from fewstep.presets import get_preset
+    from fewstep.samplers import imm
+
+    torch.manual_seed(0)
+    fmap = build_imm(get_preset("imm-gmm8d"), (8,)).fmap.eval()
+    grid = torch.linspace(0.994, 0.002, 4, dtype=torch.float64)
+    whole = {s: imm.sample_imm(fmap, (23, 8), grid=grid, generator=torch.Generator().manual_seed(1), sampler=s)
+             for s in ("pushforward", "restart")}
+    monkeypatch.setattr(imm, "CHUNK", 5)
+    for s, x in whole.items():
+        assert torch.equal(imm.sample_imm(fmap, (23, 8), grid=grid, generator=torch.Generator().manual_seed(1),
+                                          sampler=s), x), s

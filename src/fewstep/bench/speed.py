@@ -108,7 +108,8 @@ def sampler_rows(opts: SpeedOptions) -> list[dict]:
             t = torch.full((n,), 0.5)
             s = torch.full((n,), 0.2)
             arms = _sampler_arms(den, fmap, (n, *shape), steps, z, s, t)
-            times = interleaved(arms, opts.repeats)
+            reps = opts.repeats * (5 if dataset == "gmm8d" else 1)  # milliseconds per arm: more repetitions
+            times = interleaved(arms, reps)
             base = {"dataset": dataset, "batch": n, "steps": steps}
             for name in (*SAMPLERS, "student", "imm_pushforward", "imm_restart"):
                 nfe = 2 * steps - 1 if name == "heun" else steps

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from fewstep import rng
+from fewstep.samplers.gaussian import CHUNK
 from fewstep.schedules import Schedule
 
 IMMSampler = Literal["pushforward", "restart"]
@@ -77,10 +78,14 @@ def sample_imm(denoiser: nn.Module, shape: tuple[int, ...], *, grid: Tensor, gen
     fmap = denoiser
     sched, sd, n = fmap.schedule, float(fmap.sigma_d), shape[0]
 
-    def f(x: Tensor, s: Tensor, t: Tensor) -> Tensor:
-        if guidance is None:
-            return fmap(x, s, t, cond)
-        return fmap.guided(x, s, t, cond, guidance, null_label)
+    def f(x: Tensor, s: Tensor, t: Tensor) -> Tensor:  # in CHUNK-row calls (the samples do not depend on it)
+        parts = []
+        for i in range(0, x.shape[0], CHUNK):
+            j = slice(i, i + CHUNK)
+            c = None if cond is None else cond[j]
+            parts.append(fmap(x[j], s[j], t[j], c) if guidance is None else
+                         fmap.guided(x[j], s[j], t[j], c, guidance, null_label))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     x = sd * rng.randn(shape, generator=generator, device=device, dtype=torch.float64)
     times = grid.to(device)
