@@ -732,7 +732,7 @@ def test_idlm_on_grid2d_lowers_the_objective_and_respects_the_product_bound(tmp_
                  "--train.log-every-nimg", "65536", "--train.device", "cpu"]) == 0
     cfg = distill_config(str(teacher_dir), method="idlm", steps=1, run_dir=str(tmp_path / "idlm"))
     iters, batch = 300, 256
-    cfg = replace(cfg, method=replace(cfg.method, aux_every=4, aux_lr_mult=10.0),
+    cfg = replace(cfg, method=replace(cfg.method, aux_every=4, aux_lr_mult=10.0, latent_dim=0),  # factorised
                   train=replace(cfg.train, total_nimg=iters * batch, batch_size=batch, warmup_nimg=0, lr=1e-4,
                                 ckpt_every_nimg=iters * batch, log_every_nimg=iters * batch, ema_halflife_nimg=0,
                                 device="cpu"))

@@ -33,7 +33,7 @@ def test_idlm_lowers_bigram_tv_of_the_two_step_sampler(tmp_path):
     dcfg = distill_config(cfg.run_dir, method="idlm", steps=2, run_dir=str(tmp_path / "idlm"))
     dcfg = replace(dcfg, train=replace(dcfg.train, total_nimg=64_000, device="cpu", ema_halflife_nimg=0,
                                        warmup_nimg=1_280, ckpt_every_nimg=64_000, log_every_nimg=64_000),
-                   method=replace(dcfg.method, lr=3e-5))
+                   method=replace(dcfg.method, lr=3e-5, latent_dim=0))  # the factorised student (policy: latent)
     dist = build_distillation(resolve_distill(dcfg), progress=False)
     reference = make_hmm_for(cfg.data).ngram_marginals(16, 2)
 
