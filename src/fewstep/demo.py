@@ -71,7 +71,7 @@ SHORT_TOY = dict(methods=("teacher", "mm-alternating", "imm"), teacher_nfe=(1, 4
                  train_scale=0.25, distill_scale=0.25, imm_scale=0.1)
 """The short demo's checkerboard run: bench methods, teacher NFE, student steps and length scales (teacher,
 distillation, IMM)."""
-SHORT_TEXT = dict(train_scale=0.1, teacher_nfe=(4, 16), n_samples=500)
+SHORT_TEXT = dict(train_scale=0.06, teacher_nfe=(4, 16), n_samples=500)
 """The short demo's text example: a masked teacher on text-hmm."""
 PANELS = (("teacher-ancestral_1", "teacher, 1 step"), ("teacher-ancestral_4", "teacher, 4 steps"),
           ("teacher-ancestral_64", "teacher, 64 steps"), ("mm-alternating-trained_1", "MM student, 1 step"),

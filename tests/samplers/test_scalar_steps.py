@@ -3,8 +3,8 @@
 The reference is the earlier formulation: per-row float64 time vectors through ``GaussianProcess.posterior_step``
 / ``ode_drift`` / ``renoise``. The two agree to rounding (<= 1e-12 relative): the schedule values are bit-identical,
 but torch's vectorised float64 ``sqrt`` is not correctly rounded (1,428 of 100,000 draws differ from ``math.sqrt``
-by one ulp), so a per-row coefficient can differ from the correctly rounded scalar by one ulp, and even between
-rows of one batch. Chunked network calls (``chunk``) must not change a sample at all.
+by one ulp), so a per-row coefficient can differ from the correctly rounded scalar by one ulp. Chunked network
+calls (``chunk``) must not change a sample at all.
 """
 
 from __future__ import annotations
