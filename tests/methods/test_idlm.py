@@ -706,7 +706,7 @@ def _grid_l_idlm(student: CategoricalDenoiser, teacher: CategoricalDenoiser, tab
 
 @pytest.mark.slow
 @pytest.mark.xfail(reason="known regression, open: since the issue-23 IDLM defaults the exact objective falls 23% "
-                          "(0.503 -> 0.389, 2026-12-07), not the > 40% this test asks; see the closing note of session 18",
+                          "(0.503 -> 0.389, 2026-12-07), not the > 40% this test asks (session 18's note)",
                    strict=False)
 def test_idlm_on_grid2d_lowers_the_objective_and_respects_the_product_bound(tmp_path):
     """Spec test 15: a short masked teacher on grid2d (CLI), then IDLM through ``distill_config`` +
