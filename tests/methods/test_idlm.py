@@ -705,16 +705,17 @@ def _grid_l_idlm(student: CategoricalDenoiser, teacher: CategoricalDenoiser, tab
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="known regression, open: since the issue-23 IDLM defaults the exact objective falls 23% "
-                          "(0.503 -> 0.389, 2026-12-07), not the > 40% this test asks (session 18's note)",
-                   strict=False)
 def test_idlm_on_grid2d_lowers_the_objective_and_respects_the_product_bound(tmp_path):
     """Spec test 15: a short masked teacher on grid2d (CLI), then IDLM through ``distill_config`` +
     ``build_distillation``. The exact objective (``_grid_l_idlm``) falls by > 40% and the windowed student-phase
     gap estimate falls from its peak; the one-step factorised student's exact TV to the checkerboard stays
     >= sqrt(2) - 1 (its one-step law is a product: checked against 20k samples).
 
-    Two deliberate departures from the defaults, both configuration knobs: (1) the student (and the fake, a copy
+    The objective computed here is the paper's (independent corruption and input times), so the run pins
+    ``time_coupling="independent"`` and the student LR of the train config (``lr=None``): the issue-23 defaults
+    (shared times, student LR 1e-5) optimise a different objective at a tenth of the speed, and with them this
+    objective fell only 23% in 300 iterations (0.503 -> 0.389). Two further deliberate departures from the
+    defaults, both configuration knobs: (1) the student (and the fake, a copy
     of it) starts from a perturbed teacher head, so there is something to distill (from the teacher itself the
     objective is already ~0.11 and moves little); (2) the fake gets 4 updates per student update at 10x the LR
     (``aux_every=4``, ``aux_lr_mult=10``). With the defaults (1:1, equal LRs) the exact objective *rises* on this
@@ -735,7 +736,8 @@ def test_idlm_on_grid2d_lowers_the_objective_and_respects_the_product_bound(tmp_
                  "--train.log-every-nimg", "65536", "--train.device", "cpu"]) == 0
     cfg = distill_config(str(teacher_dir), method="idlm", steps=1, run_dir=str(tmp_path / "idlm"))
     iters, batch = 300, 256
-    cfg = replace(cfg, method=replace(cfg.method, aux_every=4, aux_lr_mult=10.0, latent_dim=0),  # factorised
+    cfg = replace(cfg, method=replace(cfg.method, aux_every=4, aux_lr_mult=10.0, latent_dim=0,  # factorised
+                                             lr=None, time_coupling="independent"),
                   train=replace(cfg.train, total_nimg=iters * batch, batch_size=batch, warmup_nimg=0, lr=1e-4,
                                 ckpt_every_nimg=iters * batch, log_every_nimg=iters * batch, ema_halflife_nimg=0,
                                 device="cpu"))
