@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	# CPU machines get the CPU wheel (torch==2.13.0 from the local cache); GPU machines a regular build.
 	if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "torch>=2.4"; \
 	else $(PY) -m pip install -q torch==2.13.0; fi
-	$(PY) -m pip install -q -e '.[dev,image]'
+	$(PY) -m pip install -q -e '.[dev,image,diffusers]'
 	touch $(STAMP)
 
 demo: $(STAMP)

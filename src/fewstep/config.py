@@ -68,20 +68,32 @@ class DataCfg:
 class ProcessCfg:
     """Gaussian noise process."""
 
-    schedule: Literal["cosine", "flow"] = "cosine"
-    """alpha/sigma schedule: VP-cosine or linear (rectified flow)."""
+    schedule: Literal["cosine", "flow", "ddpm"] = "cosine"
+    """alpha/sigma schedule: VP-cosine, linear (rectified flow), or a discrete DDPM read from a diffusers teacher
+    (``ddpm``: the four fields below; docs/pretrained.md)."""
     sigma_data: float = 1.0
     """Data standard deviation used by EDM preconditioning and weights."""
     t_min: float = 1e-4
     """Smallest training time."""
+    betas: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    """ddpm only: the beta schedule (diffusers' ``beta_schedule``)."""
+    beta_start: float = 1e-4
+    """ddpm only: first beta."""
+    beta_end: float = 0.02
+    """ddpm only: last beta."""
+    train_timesteps: int = 1000
+    """ddpm only: number of training timesteps N (timestep n sits at t = (n + 1) / N)."""
+    steps_offset: int = 0
+    """ddpm only: diffusers' ``steps_offset`` of the ``leading`` grid."""
 
 
 @dataclass(frozen=True)
 class NetCfg:
     """Backbone and its x0 parametrisation."""
 
-    kind: Literal["mlp", "unet", "text_dit"] = "mlp"
-    """Backbone: residual MLP (vectors), U-Net (images) or a bidirectional token transformer (text_dit)."""
+    kind: Literal["mlp", "unet", "text_dit", "diffusers"] = "mlp"
+    """Backbone: residual MLP (vectors), U-Net (images), a bidirectional token transformer (text_dit), or a
+    diffusers model imported with ``--teacher diffusers:DIR`` (its class and config in ``diffusers``)."""
     parametrization: Literal["edm", "x0", "eps", "v", "velocity"] = "edm"
     """What the backbone predicts; the Denoiser always returns x0."""
     width: int = 256
@@ -106,6 +118,9 @@ class NetCfg:
     """Give the backbone a second time input s (two-time models)."""
     num_classes: int = 0
     """Class-conditional backbone with this many classes (0: unconditional; labels are then ignored)."""
+    diffusers: str = ""
+    """kind diffusers: the model's diffusers config.json (with ``_class_name``) as a JSON string, so that a run
+    rebuilds the network without the teacher's folder."""
 
 
 @dataclass(frozen=True)
@@ -296,7 +311,8 @@ class MMCfg:
     default optimiser) c cancels up to eps and clipping (digits k = 4 gave the same fd_digits at c = 0.3
     and 1; benchmarks/mm.md)."""
     jvp: Literal["forward", "double_backward", "finite_difference"] = "forward"
-    """Instant mode: how J_theta T nu is computed."""
+    """Instant mode: how J_theta T nu is computed. A diffusers teacher resolves ``forward`` to ``double_backward``
+    (PyTorch has no forward-mode AD of group_norm on the non-contiguous views diffusers' blocks pass it)."""
     data_grad: Literal["running", "batch", "none"] = "running"
     """Instant mode: subtract the teacher's loss gradient on real data from the one on generated data, so that the
     student aims at E g_gen = E g_data rather than at E g_gen = 0, which only a perfect teacher satisfies:

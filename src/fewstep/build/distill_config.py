@@ -50,8 +50,11 @@ def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int =
     else:
         if preset is not None:
             raise ValueError("--preset only applies to --teacher oracle (a trained teacher brings its config)")
-        teacher = str(Path(teacher))  # one spelling per folder: a re-run must compare equal
-        base, name = teacher_config(teacher), Path(teacher).resolve().name
+        from fewstep.build.pretrained import PREFIX, diffusers_dir, is_diffusers
+
+        folder = diffusers_dir(teacher)
+        teacher = (PREFIX if is_diffusers(teacher) else "") + str(folder)  # one spelling: a re-run compares equal
+        base, name = teacher_config(teacher), folder.resolve().name
     mode = DISTILL_METHODS[method]
     return DistillConfig(teacher=teacher, data=base.data, process=base.process, net=base.net,
                          method=MMCfg(mode=mode, steps=steps, weighting=None),
@@ -59,7 +62,12 @@ def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int =
 
 
 def teacher_config(teacher: str) -> RunConfig:
-    """The config of a teacher run folder (a one-line error for a missing or distillation run)."""
+    """The config of a teacher run folder, or of a diffusers folder ``diffusers:DIR`` (``build.pretrained``); a
+    one-line error for a missing or distillation run."""
+    from fewstep.build.pretrained import diffusers_run_config, is_diffusers
+
+    if is_diffusers(teacher):
+        return diffusers_run_config(teacher)
     if not (Path(teacher) / "config.json").is_file():
         raise FileNotFoundError(f"no teacher run at {teacher}: pass a run folder written by 'fewstep train' "
                                 "(with config.json and checkpoints) or 'oracle'")
@@ -112,10 +120,17 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
         if is_discrete(tcfg):
             raise ValueError(f"{cfg.teacher} is a discrete ({tcfg.method.name}) teacher: distill it with --method "
                              "idlm or dmmd (mm-alternating / mm-instant distill Gaussian teachers)")
-        for part in ("data", "process", "net"):
+        from fewstep.build.pretrained import is_diffusers
+
+        imported = is_diffusers(cfg.teacher)
+        for part in ("process", "net") if imported else ("data", "process", "net"):
             if getattr(cfg, part) != getattr(tcfg, part):
                 raise ValueError(f"{part} differs from the teacher's ({cfg.teacher}/config.json): a student copies "
                                  "its teacher, so data, process and net come from the teacher")
+        if imported:
+            cfg = replace(cfg, data=check_imported_data(cfg, tcfg))
+            if m.jvp == "forward":  # PyTorch has no forward-mode AD of group_norm on the views diffusers passes it
+                m = replace(m, jvp="double_backward")
         weighting = tcfg.method.weighting
         bias = getattr(tcfg.method, "sigmoid_bias", 0.0)
     if m.guidance is not None and cfg.net.num_classes <= 0:
@@ -137,10 +152,35 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
     return replace(cfg, method=m)
 
 
+def check_imported_data(cfg: DistillConfig, tcfg: RunConfig):
+    """The resolved data of a distillation from an imported (diffusers) teacher: the user must name the data the
+    model was trained on (a diffusers folder does not say), with the model's sample shape and, for a
+    class-conditional model, labels."""
+    from fewstep.build.datasets import sample_shape
+
+    if cfg.data == tcfg.data:
+        raise ValueError("a diffusers teacher brings no data: pass the data it was trained on, e.g. --data.name "
+                         "digits8x8 or --data.name images --data.root DIR (images in [-1, 1] of shape "
+                         f"{tuple(tcfg.data.shape)})")
+    data = cfg.data
+    if data.shape == tcfg.data.shape and data.classes == tcfg.data.classes:  # the teacher's placeholder, not a file's
+        data = replace(data, shape=None, classes=None)
+    data = resolve_data(data)
+    if sample_shape(data) != tuple(tcfg.data.shape):
+        raise ValueError(f"the data's samples have shape {sample_shape(data)} but the diffusers model takes "
+                         f"{tuple(tcfg.data.shape)}")
+    return data
+
+
 def check_guidance_teacher(teacher: str, tcfg: RunConfig) -> None:
     """Raise a one-line ValueError unless the teacher run ``tcfg`` was trained with label dropout > 0 (its null
     label, the unconditional branch of classifier-free guidance, is otherwise untrained). A config.json
     without ``label_dropout`` (written before it existed) counts as trained without."""
+    from fewstep.build.pretrained import is_diffusers
+
+    if is_diffusers(teacher):
+        raise ValueError("--method.guidance is not available for a diffusers teacher: fewstep cannot tell whether "
+                         "its null label was trained")
     p = getattr(tcfg.method, "label_dropout", None)
     if not p or p <= 0:
         raise ValueError(f"--method.guidance needs a teacher trained with label dropout, but {teacher} was trained "

@@ -20,7 +20,7 @@ from fewstep.methods.diffusion import GaussianDiffusion
 from fewstep.nets.mlp import MLP
 from fewstep.nets.unet import UNet
 from fewstep.processes.gaussian import GaussianProcess
-from fewstep.schedules import get_schedule
+from fewstep.schedules import get_schedule, schedule_from_cfg
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def build_method(cfg: RunConfig, shape: tuple[int, ...]):
 
 # ------------------------------------------------------------------------------------------ Gaussian
 def build_process(cfg: ProcessCfg) -> GaussianProcess:
-    return GaussianProcess(get_schedule(cfg.schedule), sigma_data=cfg.sigma_data, t_min=cfg.t_min)
+    return GaussianProcess(schedule_from_cfg(cfg), sigma_data=cfg.sigma_data, t_min=cfg.t_min)
 
 
 def build_net(cfg: NetCfg, shape: tuple[int, ...]) -> nn.Module:
@@ -78,10 +78,27 @@ def build_net(cfg: NetCfg, shape: tuple[int, ...]) -> nn.Module:
             raise ValueError(f"a U-Net needs image data [C, H, W], got sample shape {shape}")
         return UNet(shape[0], base=cfg.base, mults=tuple(cfg.mults), blocks=cfg.blocks, attention=cfg.attention,
                     two_time=cfg.two_time, num_classes=cfg.num_classes, dropout=cfg.dropout)
+    if cfg.kind == "diffusers":
+        raise ValueError("net kind diffusers is imported, not built: pass --teacher diffusers:DIR")
     raise ValueError(f"unknown net kind {cfg.kind!r}")
 
 
-def build_denoiser(cfg: RunConfig | DistillConfig, shape: tuple[int, ...]) -> GaussianDenoiser:
+def build_denoiser(cfg: RunConfig | DistillConfig, shape: tuple[int, ...]):
+    """The x0 denoiser of a Gaussian run: ``GaussianDenoiser`` around a fewstep net, or ``DiffusersDenoiser``
+    around the diffusers model whose config ``net.diffusers`` stores (randomly initialised; load weights after)."""
+    if cfg.net.kind == "diffusers":
+        from fewstep.denoisers.diffusers import DiffusersDenoiser, model_from_config, model_shape
+
+        if not cfg.net.diffusers:
+            raise ValueError("net kind diffusers needs the model's config (net.diffusers): import the teacher with "
+                             "--teacher diffusers:DIR")
+        import json
+
+        if model_shape(json.loads(cfg.net.diffusers)) != tuple(shape):
+            raise ValueError(f"the diffusers model takes samples of shape "
+                             f"{model_shape(json.loads(cfg.net.diffusers))}, the data has {tuple(shape)}")
+        return DiffusersDenoiser(model_from_config(cfg.net.diffusers), build_process(cfg.process),
+                                 cfg.net.parametrization)
     return GaussianDenoiser(build_net(cfg.net, shape), build_process(cfg.process), cfg.net.parametrization)
 
 

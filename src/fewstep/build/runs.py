@@ -23,9 +23,16 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", 
     """(config, method, nets) of a trained run: the method rebuilt from config.json, weights from the latest
     checkpoint (EMA by default), networks in eval mode on ``device``.
 
-    ``checkpoint`` names an older checkpoint of the run to load instead (e.g. ``"nimg_000192000"``, one of
+    ``run_dir`` may also be ``diffusers:DIR``, a diffusers model folder (``build.pretrained``). ``checkpoint`` names
+    an older checkpoint of the run to load instead (e.g. ``"nimg_000192000"``, one of
     ``checkpoints/``; the run keeps the newest ``keep`` of them). For a distillation run: (DistillConfig,
     DistilledStudent, {"student": net}); only the student is loaded (the teacher is not needed to sample)."""
+    from fewstep.build.pretrained import is_diffusers, load_diffusers_teacher
+
+    if is_diffusers(run_dir):
+        if checkpoint is not None:
+            raise ValueError("a diffusers folder has no checkpoints to choose from")
+        return load_diffusers_teacher(run_dir, device=device)
     cfg, saved = load_any_config(run_dir), config_dict(run_dir)
     weights = Path(run_dir)
     if checkpoint is not None:

@@ -1,4 +1,4 @@
-"""``fewstep`` command line: train | distill | sample | eval | bench | report | demo | info.
+"""``fewstep`` command line: train | distill | sample | export | eval | bench | report | demo | info.
 
 Every command's flags come from typed dataclasses through tyro (``fewstep CMD --help``). ``train`` takes a
 ``--preset NAME`` (``fewstep info`` lists them) whose fields any flag overrides, ``--config RUN/config.json``
@@ -6,7 +6,7 @@ to reload a run, and ``--dry-run`` to print the resolved config and exit. Re-run
 resumes from the run's latest checkpoint; a changed config is refused unless ``--allow-config-change``.
 ``distill`` works the same way on a ``DistillConfig`` (``--method``, ``--teacher``, ``--steps`` pick its defaults).
 
-One module per command: ``train``, ``distill``, ``sample``, ``evaluate`` (eval), ``bench`` (bench, report),
+One module per command: ``train``, ``distill``, ``sample``, ``export``, ``evaluate`` (eval), ``bench`` (bench, report),
 ``info`` (info, demo); ``common`` holds the shared parsers.
 """
 
@@ -15,12 +15,13 @@ from __future__ import annotations
 import importlib
 import sys
 
-USAGE = """usage: fewstep {train,distill,sample,eval,bench,report,demo,info} [--help]
+USAGE = """usage: fewstep {train,distill,sample,export,eval,bench,report,demo,info} [--help]
 
   train   train a model from a preset (fewstep train --preset toy2d-checkerboard --dry-run)
   distill distill a teacher into a k-step student (fewstep distill --method mm-alternating --teacher RUN|oracle
           --steps 4 --dry-run)
-  sample  draw samples from a trained (or distilled) run at several step counts
+  sample  draw samples from a trained (or distilled) run, or a diffusers teacher, at several step counts
+  export  write a run's network in another library's format (a student of a diffusers teacher -> diffusers)
   eval    metrics of saved samples against a dataset
   bench   run a benchmark suite (toy, digits, mnist, text-hmm, grid2d, text-char) and write results.jsonl,
           report.md, figures
@@ -31,6 +32,7 @@ USAGE = """usage: fewstep {train,distill,sample,eval,bench,report,demo,info} [--
 """
 
 COMMANDS = {"train": "train:cmd_train", "distill": "distill:cmd_distill", "sample": "sample:cmd_sample",
+            "export": "export:cmd_export",
             "eval": "evaluate:cmd_eval", "bench": "bench:cmd_bench", "report": "bench:cmd_report",
             "demo": "info:cmd_demo", "info": "info:cmd_info"}
 """Command -> ``module:function`` under ``fewstep.cli``, imported when the command runs (a command loads only

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -17,14 +17,19 @@ class SampleArgs:
     """Draw samples from a trained run; writes OUT/samples_<sampler>_<steps>[_<options>].safetensors and .png (or
     .txt) per step count, named after the sampler and every option that changes the samples."""
 
-    run: str
-    """Run folder written by 'fewstep train'."""
+    run: str | None = None
+    """Run folder written by 'fewstep train' or 'fewstep distill'."""
+    teacher: str | None = None
+    """A pretrained teacher instead of a run: diffusers:DIR (a local diffusers model folder with its scheduler
+    config); samples go to samples/<DIR name> unless --out is given."""
     steps: str | None = None
     """Comma-separated step counts (default 1,2,4,8,16,64; for a distilled student its own k)."""
     sampler: Literal["ancestral", "ddim", "euler", "heun", "pushforward", "restart", "greedy"] | None = None
     """Teacher samplers (default ancestral) or IMM's pushforward / restart (default: the run's); discrete
     teachers: ancestral or greedy (greedy last step)."""
-    grid: Literal["uniform", "edm", "logsnr"] = "uniform"
+    grid: Literal["uniform", "edm", "logsnr", "trailing", "leading", "linspace"] = "uniform"
+    """Time grid of teacher samplers; diffusers teachers also take diffusers' timestep spacings (trailing is
+    uniform when the steps divide the training timesteps)."""
     n: int = 1024
     """Samples per step count."""
     seed: int = 0
@@ -56,6 +61,15 @@ def cmd_sample(argv: list[str]) -> int:
     a = tyro.cli(SampleArgs, args=argv, prog="fewstep sample")
     if a.n < 1 or a.seed < 0:
         raise SystemExit(f"error: --n must be >= 1 and --seed >= 0, got --n {a.n} --seed {a.seed}")
+    if (a.run is None) == (a.teacher is None):
+        raise SystemExit("error: pass --run RUN_DIR (a fewstep run) or --teacher diffusers:DIR (a pretrained model)")
+    if a.teacher is not None:
+        from fewstep.build.pretrained import diffusers_dir, is_diffusers
+
+        if not is_diffusers(a.teacher):
+            raise SystemExit(f"error: --teacher takes a pretrained model as diffusers:DIR, got {a.teacher!r} "
+                             "(a fewstep run is --run RUN_DIR)")
+        a = replace(a, run=a.teacher, out=a.out or str(Path("samples") / diffusers_dir(a.teacher).resolve().name))
     device = resolve_device(a.device)
     try:
         model = load_model(a.run, ema=a.ema, device=device, checkpoint=a.checkpoint)

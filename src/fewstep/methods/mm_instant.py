@@ -99,11 +99,14 @@ def teacher_jvp(fn: TeacherFn, z: Tensor, s: Tensor, nu: Mapping[str, Tensor], c
         raise ValueError(f"unknown JVP route {route!r}; choose one of {JVP_ROUTES}")
     params = fn.params
     tangent = {k: nu[k].to(p.dtype) for k, p in params.items()}
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     if route == "forward":
-        _, out = jvp(lambda p: fn(p, z, s, cond), (params,), (tangent,))
+        with sdpa_kernel([SDPBackend.MATH]):  # fused attention kernels (e.g. diffusers' SDPA) have no forward AD
+            _, out = jvp(lambda p: fn(p, z, s, cond), (params,), (tangent,))
         return out.detach()
     if route == "double_backward":
-        with torch.enable_grad():
+        with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):  # nor a double backward
             p = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             y = fn(p, z, s, cond)
             u = torch.zeros_like(y, requires_grad=True)

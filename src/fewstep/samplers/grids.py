@@ -33,11 +33,44 @@ def logsnr_grid(steps: int, schedule: Schedule, *, logsnr_min: float = -15.0, lo
     return torch.cat([schedule.t_from_logsnr(lam), torch.zeros(1, dtype=torch.float64)])
 
 
-GRIDS = ("uniform", "edm", "logsnr")
+def diffusers_grid(spacing: str, steps: int, train_timesteps: int, *, steps_offset: int = 0) -> Tensor:
+    """[steps + 1]: the inference timesteps of diffusers' DDIM / DDPM schedulers for ``timestep_spacing`` =
+    ``trailing``, ``leading`` or ``linspace`` (same integer arithmetic), as times t = (n + 1) / N of a
+    ``DDPMSchedule``, then 0 (alpha-bar = 1, diffusers' ``set_alpha_to_one``). ``trailing`` with steps dividing N
+    is the uniform grid."""
+    import numpy as np
+
+    _check_steps(steps)
+    n = int(train_timesteps)
+    if steps > n:
+        raise ValueError(f"{steps} steps exceed the model's {n} training timesteps")
+    if spacing == "trailing":
+        ts = np.round(np.arange(n, 0, -n / steps)).astype(np.int64) - 1
+    elif spacing == "leading":
+        ts = (np.arange(0, steps) * (n // steps)).round()[::-1].astype(np.int64) + steps_offset
+    elif spacing == "linspace":
+        ts = np.linspace(0, n - 1, steps).round()[::-1].astype(np.int64)
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}; choose trailing, leading or linspace")
+    t = torch.tensor((ts + 1).tolist(), dtype=torch.float64) / n
+    grid = torch.cat([t.clamp(max=1.0), torch.zeros(1, dtype=torch.float64)])
+    check_grid(grid)
+    return grid
+
+
+GRIDS = ("uniform", "edm", "logsnr", "trailing", "leading", "linspace")
 
 
 def make_grid(kind: str, steps: int, schedule: Schedule) -> Tensor:
-    """Grid by name: ``uniform``, ``edm`` or ``logsnr``."""
+    """Grid by name: ``uniform``, ``edm`` or ``logsnr``; for a ``DDPMSchedule`` (diffusers teacher) also diffusers'
+    timestep spacings ``trailing``, ``leading`` (with the schedule's ``steps_offset``) and ``linspace``."""
+    if kind in ("trailing", "leading", "linspace"):
+        from fewstep.schedules import DDPMSchedule
+
+        if not isinstance(schedule, DDPMSchedule):
+            raise ValueError(f"grid {kind!r} is a diffusers timestep spacing: it needs a ddpm process (a diffusers "
+                             "teacher)")
+        return diffusers_grid(kind, steps, schedule.timesteps, steps_offset=schedule.steps_offset)
     if kind == "uniform":
         return uniform_grid(steps)
     if kind == "edm":
