@@ -91,9 +91,10 @@ class ProcessCfg:
 class NetCfg:
     """Backbone and its x0 parametrisation."""
 
-    kind: Literal["mlp", "unet", "text_dit", "diffusers"] = "mlp"
-    """Backbone: residual MLP (vectors), U-Net (images), a bidirectional token transformer (text_dit), or a
-    diffusers model imported with ``--teacher diffusers:DIR`` (its class and config in ``diffusers``)."""
+    kind: Literal["mlp", "unet", "text_dit", "diffusers", "mdlm_dit"] = "mlp"
+    """Backbone: residual MLP (vectors), U-Net (images), a bidirectional token transformer (text_dit), a
+    diffusers model imported with ``--teacher diffusers:DIR``, or the MDLM / Duo transformer of ``--teacher
+    mdlm:DIR`` / ``duo:DIR`` (their configs in ``imported``)."""
     parametrization: Literal["edm", "x0", "eps", "v", "velocity"] = "edm"
     """What the backbone predicts; the Denoiser always returns x0."""
     width: int = 256
@@ -118,9 +119,10 @@ class NetCfg:
     """Give the backbone a second time input s (two-time models)."""
     num_classes: int = 0
     """Class-conditional backbone with this many classes (0: unconditional; labels are then ignored)."""
-    diffusers: str = ""
-    """kind diffusers: the model's diffusers config.json (with ``_class_name``) as a JSON string, so that a run
-    rebuilds the network without the teacher's folder."""
+    imported: str = ""
+    """An imported teacher's own model config as a JSON string (kind diffusers: its diffusers config.json with
+    ``_class_name``; kind mdlm_dit: the transformer's sizes), so that a run rebuilds the network without the
+    teacher's folder."""
 
 
 @dataclass(frozen=True)

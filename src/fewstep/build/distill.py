@@ -248,10 +248,14 @@ def build_discrete_distill_method(cfg, teacher_state: dict | None):
 
 def build_discrete_distillation(cfg, *, allow_config_change: bool = False, progress: bool = True, data=None):
     """A ready-to-fit Trainer for IDLM / D-MMD: teacher = the EMA weights of a discrete teacher run."""
+    from fewstep.build.pretrained import is_imported, token_teacher_state
     from fewstep.train.checkpoint import find_weights, load_weights
 
     cfg = with_idlm_policy(cfg)
-    state, _ = load_weights(find_weights(cfg.teacher, "model", ema=True))
+    if is_imported(cfg.teacher):
+        state = token_teacher_state(cfg.teacher)
+    else:
+        state, _ = load_weights(find_weights(cfg.teacher, "model", ema=True))
     method = seeded_init(lambda: build_discrete_distill_method(cfg, state), cfg.train.seed)
     data = build_data(cfg.data) if data is None else data
     t = cfg.train

@@ -41,7 +41,10 @@ def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int =
         if teacher == ORACLE or preset is not None:
             raise ValueError(f"--method {method} distills a trained discrete teacher: pass --teacher RUN_DIR "
                              "(a run of 'fewstep train --method mdlm|uniform'); there is no oracle or preset")
-        teacher = str(Path(teacher))
+        from fewstep.build.pretrained import imported_dir, token_kind
+
+        prefix = teacher[: len(teacher) - len(str(teacher).split(":", 1)[-1])] if token_kind(teacher) else ""
+        teacher = prefix + str(imported_dir(teacher))
         return discrete_distill_config(teacher, teacher_config(teacher), method=method, steps=steps,
                                        run_dir=run_dir)
     if teacher == ORACLE:
@@ -50,8 +53,10 @@ def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int =
     else:
         if preset is not None:
             raise ValueError("--preset only applies to --teacher oracle (a trained teacher brings its config)")
-        from fewstep.build.pretrained import PREFIX, diffusers_dir, is_diffusers
+        from fewstep.build.pretrained import PREFIX, diffusers_dir, is_diffusers, token_kind
 
+        if token_kind(teacher):
+            raise ValueError(f"{teacher} is a discrete (MDLM / Duo) teacher: distill it with --method idlm or dmmd")
         folder = diffusers_dir(teacher)
         teacher = (PREFIX if is_diffusers(teacher) else "") + str(folder)  # one spelling: a re-run compares equal
         base, name = teacher_config(teacher), folder.resolve().name
@@ -64,10 +69,12 @@ def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int =
 def teacher_config(teacher: str) -> RunConfig:
     """The config of a teacher run folder, or of a diffusers folder ``diffusers:DIR`` (``build.pretrained``); a
     one-line error for a missing or distillation run."""
-    from fewstep.build.pretrained import diffusers_run_config, is_diffusers
+    from fewstep.build.pretrained import diffusers_run_config, is_diffusers, token_kind, token_run_config
 
     if is_diffusers(teacher):
         return diffusers_run_config(teacher)
+    if token_kind(teacher):
+        return token_run_config(teacher)
     if not (Path(teacher) / "config.json").is_file():
         raise FileNotFoundError(f"no teacher run at {teacher}: pass a run folder written by 'fewstep train' "
                                 "(with config.json and checkpoints) or 'oracle'")
@@ -96,11 +103,16 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
     if not isinstance(m, MMCfg):  # IDLM / D-MMD: a discrete teacher
         if cfg.teacher == ORACLE:
             raise ValueError(f"--method {m.name} needs a trained discrete teacher (--teacher RUN_DIR)")
+        from fewstep.build.pretrained import is_imported
+
         tcfg = teacher_config(cfg.teacher)
-        for part in ("data", "net"):
+        imported = is_imported(cfg.teacher)
+        for part in ("net",) if imported else ("data", "net"):
             if getattr(cfg, part) != getattr(tcfg, part):
                 raise ValueError(f"{part} differs from the teacher's ({cfg.teacher}/config.json): a student copies "
                                  "its teacher, so data and net come from the teacher")
+        if imported:
+            cfg = replace(cfg, data=check_imported_tokens(cfg, tcfg))
         return resolve_discrete_distill(cfg, tcfg)
     if cfg.discrete is not None:
         raise ValueError("discrete is set, but MM distills Gaussian teachers (use --method idlm|dmmd)")
@@ -172,6 +184,20 @@ def check_imported_data(cfg: DistillConfig, tcfg: RunConfig):
     return data
 
 
+def check_imported_tokens(cfg: DistillConfig, tcfg: RunConfig):
+    """The resolved data of a distillation from an MDLM / Duo checkpoint: token data the user names, with the
+    model's vocabulary and at most its length."""
+    if cfg.data == tcfg.data:
+        raise ValueError("an MDLM / Duo checkpoint brings no data: pass the token data it was trained on, e.g. "
+                         "--data.name text-bpe --data.root TEXT --data.length N or --data.name tokens --data.root "
+                         f"IDS.npy (vocabulary {tcfg.data.vocab}, length <= {tcfg.data.length})")
+    data = resolve_data(cfg.data)
+    if data.vocab != tcfg.data.vocab or data.length > tcfg.data.length:
+        raise ValueError(f"the data has {data.vocab} tokens and length {data.length}; the checkpoint takes "
+                         f"{tcfg.data.vocab} tokens and length <= {tcfg.data.length}")
+    return data
+
+
 def check_guidance_teacher(teacher: str, tcfg: RunConfig) -> None:
     """Raise a one-line ValueError unless the teacher run ``tcfg`` was trained with label dropout > 0 (its null
     label, the unconditional branch of classifier-free guidance, is otherwise untrained). A config.json
@@ -196,7 +222,9 @@ def discrete_distill_config(teacher: str, tcfg: RunConfig, *, method: str, steps
         raise ValueError(f"--method {method} distills a discrete teacher (mdlm / uniform); {teacher} trains "
                          f"{tcfg.method.name}: use mm-alternating or mm-instant")
     m = IDLMCfg(steps=steps) if method == "idlm" else DMMDCfg(steps=steps)
-    name = Path(teacher).resolve().name
+    from fewstep.build.pretrained import imported_dir
+
+    name = imported_dir(teacher).resolve().name
     return DistillConfig(teacher=teacher, data=tcfg.data, process=tcfg.process, net=tcfg.net, method=m,
                          discrete=tcfg.method, train=DISCRETE_DISTILL_TRAIN,
                          run_dir=run_dir or f"runs/{name}-{method}-k{steps}")
@@ -233,7 +261,10 @@ def with_idlm_policy(cfg):
     from fewstep.policy import resolve_idlm
 
     kind = "masked" if cfg.discrete.name == "mdlm" else "uniform"
-    return replace(cfg, method=resolve_idlm(cfg.method, kind, cfg.data.length))
+    m = cfg.method
+    if cfg.net.kind == "mdlm_dit" and m.latent_dim is None:  # an imported transformer has no latent input
+        m = replace(m, latent_dim=0)
+    return replace(cfg, method=resolve_idlm(m, kind, cfg.data.length))
 
 
 def student_latent_dim(cfg) -> int:
@@ -241,7 +272,7 @@ def student_latent_dim(cfg) -> int:
     m = cfg.method
     if m.latent_dim is not None:
         return int(m.latent_dim)
-    return 64 if cfg.discrete.name == "mdlm" else 0
+    return 64 if cfg.discrete.name == "mdlm" and cfg.net.kind != "mdlm_dit" else 0
 
 
 def is_resolved(cfg: DistillConfig) -> bool:

@@ -85,19 +85,19 @@ def build_net(cfg: NetCfg, shape: tuple[int, ...]) -> nn.Module:
 
 def build_denoiser(cfg: RunConfig | DistillConfig, shape: tuple[int, ...]):
     """The x0 denoiser of a Gaussian run: ``GaussianDenoiser`` around a fewstep net, or ``DiffusersDenoiser``
-    around the diffusers model whose config ``net.diffusers`` stores (randomly initialised; load weights after)."""
+    around the diffusers model whose config ``net.imported`` stores (randomly initialised; load weights after)."""
     if cfg.net.kind == "diffusers":
         from fewstep.denoisers.diffusers import DiffusersDenoiser, model_from_config, model_shape
 
-        if not cfg.net.diffusers:
-            raise ValueError("net kind diffusers needs the model's config (net.diffusers): import the teacher with "
+        if not cfg.net.imported:
+            raise ValueError("net kind diffusers needs the model's config (net.imported): import the teacher with "
                              "--teacher diffusers:DIR")
         import json
 
-        if model_shape(json.loads(cfg.net.diffusers)) != tuple(shape):
+        if model_shape(json.loads(cfg.net.imported)) != tuple(shape):
             raise ValueError(f"the diffusers model takes samples of shape "
-                             f"{model_shape(json.loads(cfg.net.diffusers))}, the data has {tuple(shape)}")
-        return DiffusersDenoiser(model_from_config(cfg.net.diffusers), build_process(cfg.process),
+                             f"{model_shape(json.loads(cfg.net.imported))}, the data has {tuple(shape)}")
+        return DiffusersDenoiser(model_from_config(cfg.net.imported), build_process(cfg.process),
                                  cfg.net.parametrization)
     return GaussianDenoiser(build_net(cfg.net, shape), build_process(cfg.process), cfg.net.parametrization)
 
@@ -189,6 +189,21 @@ def build_token_denoiser(cfg: RunConfig, *, latent_dim: int = 0, latent_init_std
 
     process = build_discrete_process(cfg)
     n, data = cfg.net, cfg.data
+    if n.kind == "mdlm_dit":
+        import json
+
+        from fewstep.nets.mdlm_dit import MDLMTokenNet
+
+        if latent_dim:
+            raise ValueError("an imported MDLM / Duo transformer has no latent-noise input: use --method.latent-dim 0")
+        if not n.imported:
+            raise ValueError("net kind mdlm_dit needs the model's sizes (net.imported): import the teacher with "
+                             "--teacher mdlm:DIR or duo:DIR")
+        sizes = json.loads(n.imported)
+        if int(sizes["vocab_size"]) != process.width:
+            raise ValueError(f"the transformer has {sizes['vocab_size']} output tokens, the {process.kind} process "
+                             f"over the data's {data.vocab} tokens needs {process.width}")
+        return CategoricalDenoiser(MDLMTokenNet(sizes, process.schedule), process)
     net = TextDiT(process.width, process.width, data.length, dim=n.width, depth=n.depth, heads=n.heads,
                   time_conditioned=n.time_conditioned, dropout=n.dropout, latent_dim=latent_dim,
                   latent_init_std=latent_init_std)
@@ -202,7 +217,7 @@ def build_discrete_method(cfg: RunConfig, shape: tuple[int, ...] | None = None):
     if not is_token_data(cfg.data):
         raise ValueError(f"--method {cfg.method.name} trains on token data ({', '.join(dataset_names('tokens'))}), "
                          f"not {cfg.data.name}")
-    if cfg.net.kind != "text_dit":
+    if cfg.net.kind not in ("text_dit", "mdlm_dit"):
         raise ValueError(f"discrete diffusion needs --net.kind text_dit, got {cfg.net.kind}")
     cfg = replace(cfg, data=resolve_data(cfg.data))
     return DiscreteDiffusion(build_token_denoiser(cfg), length=cfg.data.length)

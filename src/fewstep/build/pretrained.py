@@ -118,7 +118,7 @@ def diffusers_run_config(teacher: str | Path) -> RunConfig:
     process, param = process_from_scheduler(_read_json(sched_path), sched_path)
     classes = model_classes(mcfg)
     net = NetCfg(kind="diffusers", parametrization=param, num_classes=classes,
-                 diffusers=json.dumps(mcfg, sort_keys=True))
+                 imported=json.dumps(mcfg, sort_keys=True))
     data = DataCfg(name="images", shape=model_shape(mcfg), classes=classes)
     return RunConfig(data=data, process=process, net=net, method=DiffusionCfg(label_dropout=0.0),
                      run_dir=str(diffusers_dir(teacher)))
@@ -143,3 +143,137 @@ def load_diffusers_teacher(teacher: str | Path, *, device: str = "cpu"):
         raise ValueError(f"{model_dir / MODEL_FILE}: tensor {first!r} is {what} the weights for the model its "
                          f"config.json describes ({len(missing)} missing, {len(unexpected)} unexpected)")
     return cfg, method, {"model": denoiser.to(device).eval().requires_grad_(False)}
+
+
+# ------------------------------------------------------------------------------------------ MDLM / Duo
+TOKEN_PREFIXES = {"mdlm:": "mdlm", "duo:": "uniform"}
+"""``--teacher mdlm:DIR`` (masked) / ``duo:DIR`` (uniform-state): MDLM / Duo transformer checkpoints."""
+TOKEN_WEIGHTS = "model.safetensors"
+
+
+def token_kind(teacher: str | Path) -> str | None:
+    """``mdlm`` / ``uniform`` for ``mdlm:DIR`` / ``duo:DIR``, else None."""
+    return next((kind for p, kind in TOKEN_PREFIXES.items() if str(teacher).startswith(p)), None)
+
+
+def is_imported(teacher: str | Path) -> bool:
+    """Whether a teacher argument names another library's folder (``diffusers:``, ``mdlm:``, ``duo:``)."""
+    return is_diffusers(teacher) or token_kind(teacher) is not None
+
+
+def imported_dir(teacher: str | Path) -> Path:
+    """The folder of an imported teacher argument (the argument itself when it has no prefix)."""
+    for p in (PREFIX, *TOKEN_PREFIXES):
+        if str(teacher).startswith(p):
+            return Path(str(teacher)[len(p):])
+    return Path(teacher)
+
+
+def transformer_sizes(config: dict[str, Any], kind: str, path: Path | str = "config.json") -> dict[str, Any]:
+    """The transformer sizes (``nets.mdlm_dit.CONFIG_KEYS``) of an MDLM / Duo config.json, in either public layout:
+    MDLM's Hugging Face config (``hidden_dim``, ``n_heads``, ``n_blocks``, ``cond_dim``, ``vocab_size``,
+    ``model_length``, ``time_conditioning``) or Duo's hub-mixin config (``{"config": {"model": {hidden_size,
+    n_heads, n_blocks, cond_dim, length}, "algo": {time_conditioning}}, "vocab_size": V}``)."""
+    try:
+        if "config" in config and isinstance(config["config"], dict):
+            model, algo = config["config"].get("model", {}), config["config"].get("algo", {})
+            sizes = {"vocab_size": config["vocab_size"], "hidden_size": model["hidden_size"],
+                     "n_heads": model["n_heads"], "n_blocks": model["n_blocks"], "cond_dim": model["cond_dim"],
+                     "length": model["length"], "time_conditioning": algo.get("time_conditioning", kind != "mdlm")}
+        else:
+            sizes = {"vocab_size": config["vocab_size"], "hidden_size": config["hidden_dim"],
+                     "n_heads": config["n_heads"], "n_blocks": config["n_blocks"], "cond_dim": config["cond_dim"],
+                     "length": config["model_length"],
+                     "time_conditioning": config.get("time_conditioning", kind != "mdlm")}
+    except KeyError as e:
+        raise ValueError(f"{path}: not an MDLM / Duo model config (no {e.args[0]!r})") from None
+    if sizes["hidden_size"] % sizes["n_heads"]:
+        raise ValueError(f"{path}: hidden size {sizes['hidden_size']} does not split into {sizes['n_heads']} heads")
+    return {k: (bool(v) if k == "time_conditioning" else int(v)) for k, v in sizes.items()}
+
+
+def token_run_config(teacher: str | Path) -> RunConfig:
+    """The teacher ``RunConfig`` of an MDLM (``mdlm:DIR``, masked) or Duo (``duo:DIR``, uniform) folder.
+
+    Processes: MDLM's and Duo's log-linear keep schedule alpha(t) = 1 - t (t_max 1 masked, 1 - 1e-3 uniform, as
+    their code); net kind ``mdlm_dit`` with the sizes; data: ``tokens`` of the model's length and vocabulary
+    (``vocab_size - 1`` real tokens for MDLM, whose last token is the mask) without a file: distilling needs
+    ``--data.*``."""
+    from fewstep.config import MDLMCfg, UniformCfg
+
+    kind = token_kind(teacher)
+    if kind is None:
+        raise ValueError(f"{teacher} is not an mdlm:DIR / duo:DIR teacher")
+    folder = imported_dir(teacher)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"no MDLM / Duo checkpoint at {folder}: expected config.json and {TOKEN_WEIGHTS} "
+                                "(a local copy of the Hugging Face folder; nothing is downloaded)")
+    if not (folder / TOKEN_WEIGHTS).is_file():
+        raise FileNotFoundError(f"{folder} has no {TOKEN_WEIGHTS} (pickled checkpoints are not loaded)")
+    sizes = transformer_sizes(_read_json(folder / "config.json"), kind, folder / "config.json")
+    vocab = sizes["vocab_size"] - (1 if kind == "mdlm" else 0)
+    method = MDLMCfg() if kind == "mdlm" else UniformCfg()
+    net = NetCfg(kind="mdlm_dit", width=sizes["hidden_size"], depth=sizes["n_blocks"], heads=sizes["n_heads"],
+                 time_conditioned=sizes["time_conditioning"], imported=json.dumps(sizes, sort_keys=True))
+    # GPT-2's 50,257 tokens: text-bpe, so that samples decode to text; other vocabularies: token ids
+    data = DataCfg(name="text-bpe" if vocab == 50257 else "tokens", length=sizes["length"], vocab=vocab)
+    return RunConfig(data=data, net=net, method=method, run_dir=str(folder))
+
+
+def token_teacher_state(teacher: str | Path) -> dict:
+    """The checkpoint's tensors keyed as a fewstep token denoiser's state (``net.dit.<reference key>``; a
+    ``backbone.`` prefix of MDLM's Hugging Face layout is dropped). A key or shape mismatch against the transformer
+    its config describes names the first offending tensor in one line."""
+    from safetensors.torch import load_file
+
+    from fewstep.nets.mdlm_dit import MDLMTokenNet
+    from fewstep.processes.categorical import get_keep_schedule
+
+    cfg = token_run_config(teacher)
+    path = imported_dir(teacher) / TOKEN_WEIGHTS
+    raw = load_file(str(path))
+    state = {(k[len("backbone."):] if k.startswith("backbone.") else k): v for k, v in raw.items()}
+    want = MDLMTokenNet(json.loads(cfg.net.imported), get_keep_schedule("log-linear")).dit.state_dict()
+    for key in sorted(want.keys() | state.keys()):
+        if key not in state:
+            raise ValueError(f"{path}: tensor {key!r} is missing (the config describes it)")
+        if key not in want:
+            raise ValueError(f"{path}: tensor {key!r} is unexpected for the transformer its config describes")
+        if tuple(state[key].shape) != tuple(want[key].shape):
+            raise ValueError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, the config implies "
+                             f"{tuple(want[key].shape)}")
+    return {f"net.dit.{k}": v for k, v in state.items()}
+
+
+def load_token_teacher(teacher: str | Path, *, device: str = "cpu"):
+    """(RunConfig, DiscreteDiffusion, {"model": CategoricalDenoiser}) of an MDLM / Duo folder, eval mode: the same
+    triple as ``build.runs.load_trained`` of a fewstep discrete teacher."""
+    from fewstep.build.models import build_token_denoiser
+    from fewstep.methods.discrete_diffusion import DiscreteDiffusion
+
+    cfg = token_run_config(teacher)
+    method = DiscreteDiffusion(build_token_denoiser(cfg), length=cfg.data.length)  # no data file needed
+    denoiser = method.trainable()["model"]
+    denoiser.load_state_dict(token_teacher_state(teacher))
+    return cfg, method, {"model": denoiser.to(device).eval().requires_grad_(False)}
+
+
+def save_token_teacher(net, folder: str | Path, *, kind: str) -> Path:
+    """Write an :class:`~fewstep.nets.mdlm_dit.MDLMTokenNet` (or a denoiser around one) in MDLM's Hugging Face
+    layout (``config.json`` with ``hidden_dim``... and ``model.safetensors`` with ``backbone.`` keys), which
+    ``mdlm:DIR`` / ``duo:DIR`` load back."""
+    from safetensors.torch import save_file
+
+    token_net = getattr(net, "net", net)
+    dit = token_net.dit
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    blocks = dit.blocks
+    config = {"model_type": "mdlm" if kind == "mdlm" else "duo", "vocab_size": dit.vocab,
+              "hidden_dim": dit.vocab_embed.embedding.shape[1], "n_heads": blocks[0].heads, "n_blocks": len(blocks),
+              "cond_dim": dit.sigma_map.mlp[0].out_features, "model_length": token_net.length,
+              "time_conditioning": token_net.time_conditioned, "dropout": blocks[0].dropout}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    save_file({f"backbone.{k}": v.detach().cpu().contiguous() for k, v in dit.state_dict().items()},
+              str(folder / TOKEN_WEIGHTS))
+    return folder

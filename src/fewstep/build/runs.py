@@ -23,16 +23,18 @@ def load_trained(run_dir: str | Path, *, ema: bool = True, device: str = "cpu", 
     """(config, method, nets) of a trained run: the method rebuilt from config.json, weights from the latest
     checkpoint (EMA by default), networks in eval mode on ``device``.
 
-    ``run_dir`` may also be ``diffusers:DIR``, a diffusers model folder (``build.pretrained``). ``checkpoint`` names
+    ``run_dir`` may also be ``diffusers:DIR``, ``mdlm:DIR`` or ``duo:DIR``, another library's folder
+    (``build.pretrained``). ``checkpoint`` names
     an older checkpoint of the run to load instead (e.g. ``"nimg_000192000"``, one of
     ``checkpoints/``; the run keeps the newest ``keep`` of them). For a distillation run: (DistillConfig,
     DistilledStudent, {"student": net}); only the student is loaded (the teacher is not needed to sample)."""
-    from fewstep.build.pretrained import is_diffusers, load_diffusers_teacher
+    from fewstep.build.pretrained import is_diffusers, is_imported, load_diffusers_teacher, load_token_teacher
 
-    if is_diffusers(run_dir):
+    if is_imported(run_dir):
         if checkpoint is not None:
-            raise ValueError("a diffusers folder has no checkpoints to choose from")
-        return load_diffusers_teacher(run_dir, device=device)
+            raise ValueError("an imported teacher's folder has no checkpoints to choose from")
+        load = load_diffusers_teacher if is_diffusers(run_dir) else load_token_teacher
+        return load(run_dir, device=device)
     cfg, saved = load_any_config(run_dir), config_dict(run_dir)
     weights = Path(run_dir)
     if checkpoint is not None:

@@ -21,7 +21,7 @@ class SampleArgs:
     """Run folder written by 'fewstep train' or 'fewstep distill'."""
     teacher: str | None = None
     """A pretrained teacher instead of a run: diffusers:DIR (a local diffusers model folder with its scheduler
-    config); samples go to samples/<DIR name> unless --out is given."""
+    config), mdlm:DIR or duo:DIR (an MDLM / Duo checkpoint); samples go to samples/<DIR name> unless --out."""
     steps: str | None = None
     """Comma-separated step counts (default 1,2,4,8,16,64; for a distilled student its own k)."""
     sampler: Literal["ancestral", "ddim", "euler", "heun", "pushforward", "restart", "greedy"] | None = None
@@ -64,12 +64,12 @@ def cmd_sample(argv: list[str]) -> int:
     if (a.run is None) == (a.teacher is None):
         raise SystemExit("error: pass --run RUN_DIR (a fewstep run) or --teacher diffusers:DIR (a pretrained model)")
     if a.teacher is not None:
-        from fewstep.build.pretrained import diffusers_dir, is_diffusers
+        from fewstep.build.pretrained import imported_dir, is_imported
 
-        if not is_diffusers(a.teacher):
-            raise SystemExit(f"error: --teacher takes a pretrained model as diffusers:DIR, got {a.teacher!r} "
-                             "(a fewstep run is --run RUN_DIR)")
-        a = replace(a, run=a.teacher, out=a.out or str(Path("samples") / diffusers_dir(a.teacher).resolve().name))
+        if not is_imported(a.teacher):
+            raise SystemExit(f"error: --teacher takes a pretrained model as diffusers:DIR, mdlm:DIR or duo:DIR, got "
+                             f"{a.teacher!r} (a fewstep run is --run RUN_DIR)")
+        a = replace(a, run=a.teacher, out=a.out or str(Path("samples") / imported_dir(a.teacher).resolve().name))
     device = resolve_device(a.device)
     try:
         model = load_model(a.run, ema=a.ema, device=device, checkpoint=a.checkpoint)

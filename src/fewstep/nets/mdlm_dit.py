@@ -147,9 +147,59 @@ class MDLMDiT(nn.Module):
         if tokens.ndim != 2 or sigma.shape != tokens.shape[:1]:
             raise ValueError(f"MDLMDiT takes tokens [B, L] and sigma [B], got {tuple(tokens.shape)} and "
                              f"{tuple(sigma.shape)}")
-        x = self.vocab_embed(tokens)
+        return self.forward_embedded(self.vocab_embed(tokens), sigma)
+
+    def forward_embedded(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """The network after its token embedding: x [B, L, dim], sigma [B] -> logits [B, L, vocab]."""
         c = F.silu(self.sigma_map(sigma))
-        rot = self.rotary_emb(tokens.shape[1], tokens.device)
+        rot = self.rotary_emb(x.shape[1], x.device)
         for block in self.blocks:
             x = block(x, rot, c)
         return self.output_layer(x, c)
+
+
+CONFIG_KEYS = ("vocab_size", "hidden_size", "n_heads", "n_blocks", "cond_dim", "length", "time_conditioning")
+"""The sizes an imported MDLM / Duo transformer is rebuilt from (``NetCfg.imported``)."""
+
+
+class MDLMTokenNet(nn.Module):
+    """An :class:`MDLMDiT` as a fewstep token backbone ``net(z, t, s=None) -> logits``.
+
+    The reference models are conditioned on the noise level sigma = -log alpha(t) of their keep schedule (MDLM's
+    public OWT model is not time-conditioned: sigma = 0). ``schedule`` is the process's keep schedule, so the
+    network sees the sigma it was trained with at every time of the process. Soft inputs [B, L, V] (probabilities)
+    embed as their expectation of the token embeddings.
+
+    Args:
+        config: the sizes (:data:`CONFIG_KEYS`).
+        schedule: the keep schedule alpha(t) of the process (``processes.categorical``).
+    """
+
+    def __init__(self, config: dict, schedule) -> None:
+        super().__init__()
+        missing = [k for k in CONFIG_KEYS if k not in config]
+        if missing:
+            raise ValueError(f"the MDLM / Duo model config lacks {', '.join(missing)}")
+        self.dit = MDLMDiT(int(config["vocab_size"]), dim=int(config["hidden_size"]), heads=int(config["n_heads"]),
+                           blocks=int(config["n_blocks"]), cond=int(config["cond_dim"]),
+                           dropout=float(config.get("dropout", 0.0)))
+        self.length = int(config["length"])
+        self.time_conditioned = bool(config["time_conditioning"])
+        self.schedule = schedule
+
+    def forward(self, z: Tensor, t: Tensor, s: Tensor | None = None) -> Tensor:
+        if s is not None:
+            raise ValueError("an MDLM / Duo transformer takes one time")
+        if z.shape[1] > self.length:
+            raise ValueError(f"sequence length {z.shape[1]} exceeds the model's {self.length}")
+        if self.time_conditioned:
+            sigma = -torch.log(self.schedule.alpha(t.double()).clamp_min(1e-12)).float()
+        else:
+            sigma = torch.zeros(z.shape[0], device=z.device)
+        if z.dtype == torch.long:
+            return self.dit(z, sigma)
+        emb = self.dit.vocab_embed.embedding
+        if z.shape[-1] != emb.shape[0]:
+            raise ValueError(f"soft input has width {z.shape[-1]}, expected {emb.shape[0]}")
+        x = z.to(emb.dtype) @ emb
+        return self.dit.forward_embedded(x, sigma)
