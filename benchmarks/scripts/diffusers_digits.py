@@ -13,16 +13,13 @@ is used only to read the digits (``load_digits8x8``, the training half) and, in 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
-import platform
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from e2e_common import append_rows, parse, row_base, save_train_info, train_seconds
 
 
 def teacher_model():
@@ -71,29 +68,15 @@ def train(a) -> None:
     out = Path(a.out)
     ema.save_pretrained(str(out), safe_serialization=True)
     sched.save_pretrained(str(out))
-    (out / "train_info.json").write_text(json.dumps({"iters": a.iters, "batch": a.batch, "lr": a.lr,
-                                                      "train_seconds": time.perf_counter() - t0,
-                                                      "command": " ".join(sys.argv)}, indent=2))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip() + f" ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return platform.processor()
+    save_train_info(out, a, time.perf_counter() - t0)
 
 
 def evaluate(a) -> None:
     import fewstep
     from fewstep.api import evaluate as score
 
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    base = {"suite": "diffusers-digits", "device": "cpu", "git_sha": sha, "date": time.strftime("%Y-%m-%d"),
-            "host_cpu": _cpu(), "dataset": "digits8x8", "process": "gaussian", "n_samples": a.n,
-            "options": {}, "lower_is_better": True, "metric": "fd_digits"}
+    base = {**row_base("diffusers-digits", "digits8x8", "gaussian", a.n), "lower_is_better": True,
+            "metric": "fd_digits"}
     rows = []
 
     def run(model, label: dict, steps: int, **opts) -> None:
@@ -121,40 +104,18 @@ def evaluate(a) -> None:
                 steps, sampler=sampler)
     for student in a.students:
         model = fewstep.load(student)
-        log = Path(student) / "log.jsonl"
-        trains = [json.loads(line) for line in log.read_text().splitlines() if '"train"' in line] \
-            if log.is_file() else []
-        logs = trains[-1] if trains else {}
         cfg = model.config
         run(model, {"method": f"mm-{cfg.method.mode}", "sampler": "student", "teacher": a.teacher,
-                    "train_seconds": logs.get("train_seconds"),
+                    "train_seconds": train_seconds(student),
                     "command": f"fewstep distill --teacher diffusers:{a.teacher} --method mm-{cfg.method.mode} "
                                f"--steps {cfg.method.steps} --data.name digits8x8 --run-dir {student}"},
             cfg.method.steps)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(a.out, "a") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    append_rows(rows, a.out)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train")
-    t.add_argument("--out", required=True)
-    t.add_argument("--iters", type=int, default=6000)
-    t.add_argument("--batch", type=int, default=256)
-    t.add_argument("--lr", type=float, default=5e-4)
-    t.add_argument("--seed", type=int, default=0)
-    e = sub.add_parser("eval")
-    e.add_argument("--teacher", required=True)
-    e.add_argument("--students", nargs="*", default=[])
-    e.add_argument("--samplers", default="ancestral,ddim")
-    e.add_argument("--teacher-steps", default="4,8,16,64,256,1024")
-    e.add_argument("--n", type=int, default=2048)
-    e.add_argument("--seeds", type=int, default=2)
-    e.add_argument("--out", required=True)
-    a = p.parse_args()
+    a = parse(train={"iters": 6000, "batch": 256, "lr": 5e-4, "seed": 0},
+              evaluate={"samplers": "ancestral,ddim", "teacher_steps": "4,8,16,64,256,1024", "n": 2048, "seeds": 2})
     train(a) if a.cmd == "train" else evaluate(a)
 
 

@@ -15,16 +15,14 @@ conditioning, as MDLM's public OpenWebText model.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
+from e2e_common import append_rows, parse, row_base, save_train_info, train_seconds
 
 SIZES = {"vocab_size": 33, "hidden_size": 96, "n_heads": 4, "n_blocks": 3, "cond_dim": 64, "length": 64,
          "time_conditioning": False}
@@ -68,20 +66,13 @@ def train(a) -> None:
         if it % 500 == 0 or it == a.iters - 1:
             print(f"iter {it} nelbo/token {loss.item():.4f} {time.perf_counter() - t0:.0f}s", flush=True)
     out = save_token_teacher(ema, a.out, kind="mdlm")
-    (out / "train_info.json").write_text(json.dumps({"iters": a.iters, "batch": a.batch, "lr": a.lr,
-                                                      "train_seconds": time.perf_counter() - t0,
-                                                      "command": " ".join(sys.argv)}, indent=2))
+    save_train_info(out, a, time.perf_counter() - t0)
 
 
 def evaluate(a) -> None:
     import fewstep
 
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "cpu")
-    base = {"suite": "mdlm-hmm", "device": "cpu", "git_sha": sha, "date": time.strftime("%Y-%m-%d"),
-            "host_cpu": f"{cpu} ({torch.get_num_threads()} threads)", "dataset": "hmm-v32-l64", "process": "masked",
-            "n_samples": a.n, "options": {}, "repeats": 1}
+    base = {**row_base("mdlm-hmm", "hmm-v32-l64", "masked", a.n), "repeats": 1}
     rows = []
 
     def run(model, label: dict, steps: int) -> None:
@@ -104,34 +95,17 @@ def evaluate(a) -> None:
                                  f"{info['command']})"}, steps)
     for student in a.students:
         model = fewstep.load(student)
-        log = Path(student) / "log.jsonl"
-        trains = [json.loads(line) for line in log.read_text().splitlines() if '"train"' in line]
         m = model.config.method
         run(model, {"method": m.name, "sampler": "student", "teacher": a.teacher,
-                    "train_seconds": trains[-1]["train_seconds"] if trains else None,
+                    "train_seconds": train_seconds(student),
                     "command": f"fewstep distill --teacher mdlm:{a.teacher} --method {m.name} --steps {m.steps} "
                                f"--data.name text-hmm --run-dir {student}"}, m.steps)
-    with open(a.out, "a") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    append_rows(rows, a.out)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train")
-    t.add_argument("--out", required=True)
-    t.add_argument("--iters", type=int, default=4000)
-    t.add_argument("--batch", type=int, default=128)
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--seed", type=int, default=0)
-    e = sub.add_parser("eval")
-    e.add_argument("--teacher", required=True)
-    e.add_argument("--students", nargs="*", default=[])
-    e.add_argument("--teacher-steps", default="4,16,64,1024")
-    e.add_argument("--n", type=int, default=4000)
-    e.add_argument("--out", required=True)
-    a = p.parse_args()
+    a = parse(train={"iters": 4000, "batch": 128, "lr": 2e-3, "seed": 0},
+              evaluate={"teacher_steps": "4,16,64,1024", "n": 4000})
     train(a) if a.cmd == "train" else evaluate(a)
 
 
