@@ -49,7 +49,8 @@ def cmd_distill(argv: list[str]) -> int:
                            method=replace(m, steps=steps[0] if steps else m.steps))
         elif known.teacher or not help_only:
             if not known.teacher:
-                raise ValueError("pass --teacher RUN_DIR (a run written by 'fewstep train') or --teacher oracle")
+                raise ValueError("pass --teacher RUN_DIR (a run written by 'fewstep train'), --teacher oracle, or a "
+                                 "pretrained folder: --teacher diffusers:DIR | mdlm:DIR | duo:DIR")
             base = distill_config(known.teacher, method=known.method or "mm-alternating",
                                   steps=steps[0] if steps else 4, preset=known.preset)
             if known.quick:
@@ -59,7 +60,9 @@ def cmd_distill(argv: list[str]) -> int:
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
     desc = ("Distill a teacher into a k-step student. Extra flags: --method " + "|".join(DISTILL_METHODS) +
-            " (mm-* for Gaussian teachers, idlm|dmmd for discrete ones), --teacher RUN_DIR|oracle, --steps K, "
+            " (mm-* for Gaussian teachers, idlm|dmmd for discrete ones), --teacher "
+            "RUN_DIR|oracle|diffusers:DIR|mdlm:DIR|duo:DIR (another library's folder: pass its data with --data.*), "
+            "--steps K, "
             "--preset NAME (oracle only; default gmm8d), --config "
             "RUN/config.json, --quick (seconds; numbers meaningless), --dry-run, --allow-config-change. "
             "Re-running the same command resumes.")
