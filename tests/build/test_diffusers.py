@@ -147,6 +147,18 @@ def test_class_conditional_unet_and_dit(tmp_path):
         main(["distill", "--teacher", f"diffusers:{tmp_path / 'unet'}", "--steps", "4", "--quick", "--data.name",
               "digits8x8", "--method.guidance", "2", "--dry-run"])
 
+    torch.manual_seed(0)  # UNet2DConditionModel without cross-attention: class labels, no text embeddings
+    ucond = diffusers.UNet2DConditionModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                                           layers_per_block=1, norm_num_groups=4, mid_block_type=None,
+                                           down_block_types=("DownBlock2D", "DownBlock2D"), cross_attention_dim=8,
+                                           up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=3)
+    den = _load(_folder(tmp_path / "ucond", ucond, sched))
+    with torch.no_grad():
+        ours = den(x, (ts + 1).double() / 1000, cond=y)
+        out = den.net(x, ts, encoder_hidden_states=None, class_labels=y).sample
+    ref = torch.cat([sched.step(out[i:i + 1], int(ts[i]), x[i:i + 1]).pred_original_sample for i in range(6)])
+    assert den.num_classes == 3 and _rel(ours, ref) <= 1e-6
+
     torch.manual_seed(0)
     dit = diffusers.DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=1, out_channels=2,
                                           num_layers=1, sample_size=8, patch_size=2, num_embeds_ada_norm=3,
