@@ -97,8 +97,8 @@ def evaluate(a) -> None:
     teacher = fewstep.load(f"diffusers:{a.teacher}")
     tlabel = {"method": "teacher", "teacher": a.teacher, "train_seconds": info["train_seconds"],
               "command": info["command"]}
-    for sampler in a.samplers.split(","):
-        for steps in map(int, a.teacher_steps.split(",")):
+    for sampler in filter(None, a.samplers.split(",")):  # --samplers '': students only
+        for steps in map(int, filter(None, a.teacher_steps.split(","))):
             run(teacher, {**tlabel, "sampler": sampler, "command": f"fewstep sample --teacher diffusers:{a.teacher} "
                           f"--sampler {sampler} --steps {steps} (teacher trained by: {info['command']})"},
                 steps, sampler=sampler)

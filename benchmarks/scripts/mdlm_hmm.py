@@ -88,7 +88,7 @@ def evaluate(a) -> None:
 
     info = json.loads((Path(a.teacher) / "train_info.json").read_text())
     teacher = fewstep.load(f"mdlm:{a.teacher}")
-    for steps in map(int, a.teacher_steps.split(",")):
+    for steps in map(int, filter(None, a.teacher_steps.split(","))):  # --teacher-steps '': students only
         run(teacher, {"method": "teacher", "sampler": "ancestral", "teacher": a.teacher,
                       "train_seconds": info["train_seconds"],
                       "command": f"fewstep sample --teacher mdlm:{a.teacher} --steps {steps} (teacher trained by: "
