@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fewstep-installed
+TEST_STAMP := $(VENV)/.fewstep-test-extras
 
 .PHONY: demo demo-full test test-slow lint bench-toy bench-digits clean
 
@@ -11,8 +12,13 @@ $(STAMP): pyproject.toml Makefile
 	# CPU machines get the CPU wheel (torch==2.13.0 from the local cache); GPU machines a regular build.
 	if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q "torch>=2.4"; \
 	else $(PY) -m pip install -q torch==2.13.0; fi
-	$(PY) -m pip install -q -e '.[dev,image,diffusers]'
+	$(PY) -m pip install -q -e '.[dev,image]'
 	touch $(STAMP)
+
+# the tests also cover the optional diffusers extra (pretrained diffusers teachers); the demo does not need it
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,image,diffusers]'
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/fewstep demo --out demo_out
@@ -20,11 +26,11 @@ demo: $(STAMP)
 demo-full: $(STAMP)
 	$(VENV)/bin/fewstep demo --full --out demo_full_out
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks/scripts
 	$(VENV)/bin/pytest
 
-test-slow: $(STAMP)
+test-slow: $(TEST_STAMP)
 	$(VENV)/bin/pytest -m "slow and not gpu and not data"
 
 lint: $(STAMP)
