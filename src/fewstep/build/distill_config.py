@@ -41,10 +41,9 @@ def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int =
         if teacher == ORACLE or preset is not None:
             raise ValueError(f"--method {method} distills a trained discrete teacher: pass --teacher RUN_DIR "
                              "(a run of 'fewstep train --method mdlm|uniform'); there is no oracle or preset")
-        from fewstep.build.pretrained import imported_dir, token_kind
+        from fewstep.build.pretrained import canonical_teacher
 
-        prefix = teacher[: len(teacher) - len(str(teacher).split(":", 1)[-1])] if token_kind(teacher) else ""
-        teacher = prefix + str(imported_dir(teacher))
+        teacher = canonical_teacher(teacher)
         return discrete_distill_config(teacher, teacher_config(teacher), method=method, steps=steps,
                                        run_dir=run_dir)
     if teacher == ORACLE:
@@ -53,13 +52,12 @@ def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int =
     else:
         if preset is not None:
             raise ValueError("--preset only applies to --teacher oracle (a trained teacher brings its config)")
-        from fewstep.build.pretrained import PREFIX, diffusers_dir, is_diffusers, token_kind
+        from fewstep.build.pretrained import canonical_teacher, imported_dir, token_kind
 
         if token_kind(teacher):
             raise ValueError(f"{teacher} is a discrete (MDLM / Duo) teacher: distill it with --method idlm or dmmd")
-        folder = diffusers_dir(teacher)
-        teacher = (PREFIX if is_diffusers(teacher) else "") + str(folder)  # one spelling: a re-run compares equal
-        base, name = teacher_config(teacher), folder.resolve().name
+        teacher = canonical_teacher(teacher)  # one spelling: a re-run compares equal
+        base, name = teacher_config(teacher), imported_dir(teacher).resolve().name
     mode = DISTILL_METHODS[method]
     return DistillConfig(teacher=teacher, data=base.data, process=base.process, net=base.net,
                          method=MMCfg(mode=mode, steps=steps, weighting=None),
@@ -67,8 +65,8 @@ def distill_config(teacher: str, *, method: str = "mm-alternating", steps: int =
 
 
 def teacher_config(teacher: str) -> RunConfig:
-    """The config of a teacher run folder, or of a diffusers folder ``diffusers:DIR`` (``build.pretrained``); a
-    one-line error for a missing or distillation run."""
+    """The config of a teacher run folder, or of another library's folder (``diffusers:DIR``, ``mdlm:DIR``,
+    ``duo:DIR``: ``build.pretrained``); a one-line error for a missing or distillation run."""
     from fewstep.build.pretrained import diffusers_run_config, is_diffusers, token_kind, token_run_config
 
     if is_diffusers(teacher):
@@ -166,8 +164,7 @@ def resolve_distill(cfg: DistillConfig) -> DistillConfig:
 
 def check_imported_data(cfg: DistillConfig, tcfg: RunConfig):
     """The resolved data of a distillation from an imported (diffusers) teacher: the user must name the data the
-    model was trained on (a diffusers folder does not say), with the model's sample shape and, for a
-    class-conditional model, labels."""
+    model was trained on (a diffusers folder does not say), with the model's sample shape."""
     from fewstep.build.datasets import sample_shape
 
     if cfg.data == tcfg.data:

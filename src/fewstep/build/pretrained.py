@@ -169,6 +169,13 @@ def imported_dir(teacher: str | Path) -> Path:
     return Path(teacher)
 
 
+def canonical_teacher(teacher: str | Path) -> str:
+    """One spelling per teacher folder (a re-run must compare equal): ``PREFIX:`` + the normalised path for an
+    imported folder, the normalised path for a fewstep run."""
+    prefix = next((p for p in (PREFIX, *TOKEN_PREFIXES) if str(teacher).startswith(p)), "")
+    return prefix + str(imported_dir(teacher))
+
+
 def transformer_sizes(config: dict[str, Any], kind: str, path: Path | str = "config.json") -> dict[str, Any]:
     """The transformer sizes (``nets.mdlm_dit.CONFIG_KEYS``) of an MDLM / Duo config.json, in either public layout:
     MDLM's Hugging Face config (``hidden_dim``, ``n_heads``, ``n_blocks``, ``cond_dim``, ``vocab_size``,
