@@ -165,7 +165,8 @@ def side_by_side(folder: Path, dataset: str, path: Path) -> Path:
     panels = [(p, t) for p, t in panels if p.exists()]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(2.6 * max(len(panels), 1), 2.9))
     for ax, (png, title) in zip(list(getattr(axes, "flat", [axes])), panels):
-        ax.imshow(mpimg.imread(png))
+        img = mpimg.imread(png)
+        ax.imshow(img, **({"cmap": "gray", "vmin": 0, "vmax": 1} if img.ndim == 2 else {}))
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.tight_layout()
