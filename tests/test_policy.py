@@ -10,8 +10,16 @@ from dataclasses import replace
 
 import pytest
 
-from fewstep.config import DISTILL_TRAIN, DataCfg, IDLMCfg, MMCfg
-from fewstep.policy import data_kind, mm_gap, mm_student_lr, mm_warm_start_steps, resolve_idlm, resolve_mm
+from fewstep.config import DISTILL_TRAIN, DataCfg, DMMDCfg, IDLMCfg, MMCfg, NetCfg, UniformCfg
+from fewstep.policy import (
+    data_kind,
+    mm_gap,
+    mm_student_lr,
+    mm_warm_start_steps,
+    resolve_dmmd,
+    resolve_idlm,
+    resolve_mm,
+)
 
 VEC, IMG = DataCfg(name="gmm8d"), DataCfg(name="digits8x8")
 
@@ -55,6 +63,33 @@ def test_resolve_idlm_latent_student_for_masked_only() -> None:
     s = resolve_idlm(IDLMCfg(latent_init_std=0.01), "masked", 64)
     assert (s.latent_dim, s.latent_init_std, s.latent_lr_mult) == (64, 0.01, 10.0)
     assert resolve_idlm(s, "masked", 64) == s
+
+
+def test_resolve_dmmd_latent_student_off_its_saddle_for_uniform() -> None:
+    u = resolve_dmmd(DMMDCfg(), "uniform")
+    assert (u.latent_dim, u.latent_init_std, u.latent_lr_mult) == (64, 0.002, 10.0)
+    m = resolve_dmmd(DMMDCfg(), "masked")
+    assert (m.latent_dim, m.latent_init_std, m.latent_lr_mult) == (64, 0.0, 1.0)
+    i = resolve_dmmd(DMMDCfg(), "uniform", has_latent_input=False)  # an imported MDLM / Duo transformer
+    assert (i.latent_dim, i.latent_init_std, i.latent_lr_mult) == (0, 0.0, 1.0)
+    f = resolve_dmmd(DMMDCfg(latent_dim=0), "uniform")  # an explicit factorised student stays factorised
+    assert (f.latent_dim, f.latent_init_std, f.latent_lr_mult) == (0, 0.0, 1.0)
+    s = resolve_dmmd(DMMDCfg(latent_lr_mult=3.0), "uniform")
+    assert (s.latent_dim, s.latent_init_std, s.latent_lr_mult) == (64, 0.002, 3.0)
+    assert resolve_dmmd(s, "uniform") == s
+
+
+def test_dmmd_config_stored_before_the_policy_keeps_its_student() -> None:
+    """A D-MMD config.json written before the policy covered D-MMD stores latent_dim None with init 0 / LR x1:
+    loading it must rebuild the factorised uniform student it trained (the old rule), not the new default."""
+    from fewstep.build.distill_config import student_latent_dim, with_dmmd_policy
+    from fewstep.config import DistillConfig
+
+    old = DistillConfig(teacher="t", data=DataCfg(name="text-hmm"), net=NetCfg(kind="text_dit"), discrete=UniformCfg(),
+                        method=DMMDCfg(latent_dim=None, latent_init_std=0.0, latent_lr_mult=1.0))
+    assert with_dmmd_policy(old) == old and student_latent_dim(old) == 0
+    new = with_dmmd_policy(replace(old, method=DMMDCfg()))
+    assert student_latent_dim(new) == 64 and new.method.latent_init_std == 0.002
 
 
 def test_distill_dry_run_records_the_resolved_policy() -> None:

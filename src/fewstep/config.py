@@ -406,11 +406,14 @@ class DMMDCfg:
     steps: int = 4
     """k: the student's number of sampling steps (time gaps t - s ~ U(0, 1/k])."""
     latent_dim: int | None = None
-    """Latent-noise input of the student; None: 64 for the masked process (it needs the noise), 0 uniform."""
-    latent_init_std: float = 0.0
-    """Initial std of the student's latent-noise map (0: zeros; see IDLMCfg)."""
-    latent_lr_mult: float = 1.0
-    """Learning-rate multiplier of the student's latent-noise map."""
+    """Latent-noise input of the student. None (auto, ``fewstep.policy.resolve_dmmd``): 64 (0 for an imported MDLM /
+    Duo transformer, which has no latent input). A config.json that stores None (runs made before the policy
+    covered D-MMD) means the old rule: 64 masked, 0 uniform."""
+    latent_init_std: float | None = None
+    """Initial std of the student's latent-noise map (0: zeros; see IDLMCfg). None (auto): 0.002 for a uniform
+    teacher (off the saddle), 0 masked."""
+    latent_lr_mult: float | None = None
+    """Learning-rate multiplier of the student's latent-noise map. None (auto): 10 uniform, 1 masked."""
     weighting: Literal["auto", "elbo", "flat"] = "auto"
     """w(s): auto = lambda(s) masked, 1 uniform."""
     weight_max: float = 1e3

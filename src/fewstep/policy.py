@@ -30,6 +30,16 @@ IDLM (``IDLMCfg``):
   (benchmarks/idlm.md, the latent-noise student off its saddle). On two-token grid2d that setting over-commits the
   noise (worse with more steps), so short sequences keep the zero init. Uniform teachers keep the factorised
   student (the latent one did not help on grid2d; benchmarks/idlm.md, grid2d).
+
+D-MMD (``DMMDCfg``):
+- every student gets the latent-noise input (``latent_dim`` 64; an imported MDLM / Duo transformer has none). Masked
+  teachers need it (the all-mask state carries no randomness; the paper's extra noise); on uniform teachers the
+  first step of every k-step sampler starts from t_max, where the posterior q(z_s | z_t, x) forgets z_t, so the
+  generator gradient is the same for every z_t and a factorised student splits the noise states into the data's
+  cells only by chance (collapses to independent tokens in 4 of 9 grid2d students). Uniform teachers' latent maps
+  start off their saddle and move 10x faster (``LONG_LATENT``): on grid2d the students then beat the teacher at
+  1, 2 and 4 steps in three training seeds (benchmarks/defaults.md, grid2d uniform D-MMD with the latent student).
+  Masked keeps the zero init (measured on grid2d since issue 6).
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ from dataclasses import replace
 from typing import Literal
 
 from fewstep.build.datasets import DataKind, data_kind
-from fewstep.config import DataCfg, IDLMCfg, MMCfg, TrainCfg
+from fewstep.config import DataCfg, DMMDCfg, IDLMCfg, MMCfg, TrainCfg
 
 WARM_START_STEPS = 500
 """Warm-start length wherever the policy turns it on (``methods.mm_warmstart``)."""
@@ -90,5 +100,18 @@ def resolve_idlm(m: IDLMCfg, process_kind: str, length: int) -> IDLMCfg:
     std = m.latent_init_std if m.latent_init_std is not None else (LONG_LATENT["latent_init_std"] if long_latent
                                                                   else 0.0)
     mult = m.latent_lr_mult if m.latent_lr_mult is not None else (LONG_LATENT["latent_lr_mult"] if long_latent
+                                                                 else 1.0)
+    return replace(m, latent_dim=dim, latent_init_std=std, latent_lr_mult=mult)
+
+
+def resolve_dmmd(m: DMMDCfg, process_kind: str, *, has_latent_input: bool = True) -> DMMDCfg:
+    """``m`` with its auto latent-student fields set by the policy (module notes) for a ``process_kind``
+    (masked / uniform) teacher; ``has_latent_input`` False (an imported transformer) resolves latent_dim 0. Set
+    fields are kept."""
+    dim = m.latent_dim if m.latent_dim is not None else (LATENT_DIM if has_latent_input else 0)
+    off_saddle = dim > 0 and process_kind == "uniform"
+    std = m.latent_init_std if m.latent_init_std is not None else (LONG_LATENT["latent_init_std"] if off_saddle
+                                                                  else 0.0)
+    mult = m.latent_lr_mult if m.latent_lr_mult is not None else (LONG_LATENT["latent_lr_mult"] if off_saddle
                                                                  else 1.0)
     return replace(m, latent_dim=dim, latent_init_std=std, latent_lr_mult=mult)

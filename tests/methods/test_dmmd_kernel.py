@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from _discrete_oracles import ExactDenoiser
 from fewstep.build.distill import build_discrete_distill_method
+from fewstep.build.distill_config import with_dmmd_policy
 from fewstep.build.runs import load_trained
 from fewstep.config import DataCfg, DistillConfig, DMMDCfg, IDLMCfg, NetCfg, UniformCfg, from_dict, to_dict
 from fewstep.methods.discrete_mmd import DiscreteMMD
@@ -173,6 +174,7 @@ def _distill_cfg(method) -> DistillConfig:
 def _fake_run(root: Path, cfg: DistillConfig, *, drop_kernel: bool = False) -> Path:
     """A distillation run folder with config.json and student weights (no training)."""
     root.mkdir(parents=True)
+    cfg = with_dmmd_policy(cfg)  # what a run's config.json records: the resolved latent student
     method = build_discrete_distill_method(cfg, None)
     d = to_dict(cfg)
     if drop_kernel:

@@ -13,7 +13,13 @@ from torch import nn
 
 from fewstep.build.datasets import build_data, mixture, sample_shape
 from fewstep.build.device import resolve_device, seeded_init
-from fewstep.build.distill_config import ORACLE, require_resolved, student_latent_dim, with_idlm_policy
+from fewstep.build.distill_config import (
+    ORACLE,
+    require_resolved,
+    student_latent_dim,
+    with_dmmd_policy,
+    with_idlm_policy,
+)
 from fewstep.build.models import build_denoiser, build_process, method_options, token_student
 from fewstep.build.runs import load_trained
 from fewstep.build.trainers import make_trainer
@@ -231,7 +237,7 @@ def build_discrete_distill_method(cfg, teacher_state: dict | None):
     from fewstep.methods.discrete_mmd import DiscreteMMD
     from fewstep.methods.idlm import IDLM
 
-    cfg = with_idlm_policy(cfg)
+    cfg = with_dmmd_policy(with_idlm_policy(cfg))
     m = cfg.method
     teacher, aux = token_student(cfg, 0), token_student(cfg, 0)
     student = token_student(cfg, student_latent_dim(cfg), m.latent_init_std)
@@ -251,7 +257,7 @@ def build_discrete_distillation(cfg, *, allow_config_change: bool = False, progr
     from fewstep.build.pretrained import is_imported, token_teacher_state
     from fewstep.train.checkpoint import find_weights, load_weights
 
-    cfg = with_idlm_policy(cfg)
+    cfg = with_dmmd_policy(with_idlm_policy(cfg))
     if is_imported(cfg.teacher):
         state = token_teacher_state(cfg.teacher)
     else:

@@ -234,7 +234,7 @@ def resolve_discrete_distill(cfg, tcfg: RunConfig):
                          "distills discrete diffusion")
     if cfg.discrete is not None and cfg.discrete != tcfg.method:
         raise ValueError(f"discrete differs from the teacher's method ({cfg.teacher}/config.json)")
-    cfg = with_idlm_policy(replace(cfg, discrete=tcfg.method))
+    cfg = with_dmmd_policy(with_idlm_policy(replace(cfg, discrete=tcfg.method)))
     m = cfg.method
     if m.latent_dim is not None and m.latent_dim < 0:
         raise ValueError(f"--method.latent-dim must be >= 0, got {m.latent_dim}")
@@ -248,6 +248,20 @@ def resolve_discrete_distill(cfg, tcfg: RunConfig):
     if m.name == "idlm" and (m.aux_every < 1 or m.tau <= 0):
         raise ValueError("--method.aux-every must be >= 1 and --method.tau > 0")
     return replace(cfg, discrete=tcfg.method)
+
+
+def with_dmmd_policy(cfg):
+    """``cfg`` with a D-MMD method's auto latent fields resolved (``fewstep.policy.resolve_dmmd``); a no-op for
+    other methods and for resolved or stored configs (both record the init std and LR multiplier; a config.json
+    from before this policy keeps its latent_dim None and the old rule, ``student_latent_dim``). Needs
+    ``cfg.discrete``."""
+    m = cfg.method
+    if m.name != "dmmd" or None not in (m.latent_init_std, m.latent_lr_mult):
+        return cfg
+    from fewstep.policy import resolve_dmmd
+
+    kind = "masked" if cfg.discrete.name == "mdlm" else "uniform"
+    return replace(cfg, method=resolve_dmmd(cfg.method, kind, has_latent_input=cfg.net.kind != "mdlm_dit"))
 
 
 def with_idlm_policy(cfg):
@@ -265,7 +279,8 @@ def with_idlm_policy(cfg):
 
 
 def student_latent_dim(cfg) -> int:
-    """The student's latent width: ``method.latent_dim`` (D-MMD auto: 64 masked, 0 uniform)."""
+    """The student's latent width: ``method.latent_dim`` (a D-MMD config that stores None, from before the policy
+    resolved it: 64 masked, 0 uniform)."""
     m = cfg.method
     if m.latent_dim is not None:
         return int(m.latent_dim)
@@ -281,6 +296,8 @@ def is_resolved(cfg: DistillConfig) -> bool:
                 and m.warm_start_steps is not None and m.lr is not None)
     if cfg.discrete is None:
         return False
+    if m.name == "dmmd":  # latent_dim None: a config stored before the policy covered D-MMD (student_latent_dim)
+        return None not in (m.latent_init_std, m.latent_lr_mult)
     return m.name != "idlm" or None not in (m.latent_dim, m.latent_init_std, m.latent_lr_mult)
 
 
