@@ -86,8 +86,13 @@ def _threads(argv: list[str], *, default: bool) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Run one command. A failure is one line on stderr starting ``error:`` and exit status 1 (no traceback;
     ``--debug`` anywhere on the line shows it); Ctrl-C outside training (which checkpoints and exits 130 itself)
-    exits 130 with one line. ``--threads N`` sets torch's CPU threads (default: ``default_threads``)."""
+    exits 130 with one line. ``--threads N`` sets torch's CPU threads (default: ``default_threads``). A command line
+    also keeps freed host memory with the process (``fewstep.build.allocator``; ``FEWSTEP_MALLOC=default`` opts out)."""
     console = argv is None  # the default thread count applies to a real command line, not to in-process calls
+    if console:  # freed activations stay with the process: no page faults per forward (fewstep.build.allocator)
+        from fewstep.build.allocator import tune_host_allocator
+
+        tune_host_allocator()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
