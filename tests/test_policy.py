@@ -90,6 +90,9 @@ def test_dmmd_config_stored_before_the_policy_keeps_its_student() -> None:
     assert with_dmmd_policy(old) == old and student_latent_dim(old) == 0
     new = with_dmmd_policy(replace(old, method=DMMDCfg()))
     assert student_latent_dim(new) == 64 and new.method.latent_init_std == 0.002
+    # a new distillation that sets the init and LR itself still gets the policy's latent width
+    set_both = with_dmmd_policy(old, new_run=True)
+    assert student_latent_dim(set_both) == 64 and set_both.method.latent_init_std == 0.0
 
 
 def test_distill_dry_run_records_the_resolved_policy() -> None:

@@ -234,7 +234,7 @@ def resolve_discrete_distill(cfg, tcfg: RunConfig):
                          "distills discrete diffusion")
     if cfg.discrete is not None and cfg.discrete != tcfg.method:
         raise ValueError(f"discrete differs from the teacher's method ({cfg.teacher}/config.json)")
-    cfg = with_dmmd_policy(with_idlm_policy(replace(cfg, discrete=tcfg.method)))
+    cfg = with_dmmd_policy(with_idlm_policy(replace(cfg, discrete=tcfg.method)), new_run=True)
     m = cfg.method
     if m.latent_dim is not None and m.latent_dim < 0:
         raise ValueError(f"--method.latent-dim must be >= 0, got {m.latent_dim}")
@@ -250,13 +250,14 @@ def resolve_discrete_distill(cfg, tcfg: RunConfig):
     return replace(cfg, discrete=tcfg.method)
 
 
-def with_dmmd_policy(cfg):
+def with_dmmd_policy(cfg, *, new_run: bool = False):
     """``cfg`` with a D-MMD method's auto latent fields resolved (``fewstep.policy.resolve_dmmd``); a no-op for
     other methods and for resolved or stored configs (both record the init std and LR multiplier; a config.json
-    from before this policy keeps its latent_dim None and the old rule, ``student_latent_dim``). Needs
-    ``cfg.discrete``."""
+    from before this policy keeps its latent_dim None and the old rule, ``student_latent_dim``). ``new_run``
+    (a distillation being resolved): also a None latent_dim alone is filled. Needs ``cfg.discrete``."""
     m = cfg.method
-    if m.name != "dmmd" or None not in (m.latent_init_std, m.latent_lr_mult):
+    if m.name != "dmmd" or (None not in (m.latent_init_std, m.latent_lr_mult)
+                            and not (new_run and m.latent_dim is None)):
         return cfg
     from fewstep.policy import resolve_dmmd
 
