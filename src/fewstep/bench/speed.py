@@ -13,7 +13,8 @@ depend on the values). Rows (``suite: "speed"``, metric names below, ``target`` 
   same row evaluations as full-batch forwards (``network_calls`` and ``nfe`` recorded). Target 1.05.
 - ``trainer_vs_loop``: ``Trainer.fit`` seconds per step / a minimal loop (same method, nets, fused Adam, clipping,
   EMA; one generator, no logs or checkpoints). Target 1.03.
-- ``distill_vs_teacher_step`` per method: seconds per sample of a distillation iteration / of a teacher step.
+- ``distill_vs_teacher_step`` per method: seconds per sample of a distillation iteration / of a teacher training
+  step at the same batch (both ``Trainer.fit`` runs of 30 iterations, interleaved, three repetitions).
 - ``student_speedup`` (digits, 4,096 samples): teacher at 1,024 NFE / the k = 8 student, in process and as a
   whole ``fewstep sample`` process (``scope``); the NFE ratio is 128. Target (whole process) >= 60.
 """
@@ -263,24 +264,41 @@ def trainer_rows(opts: SpeedOptions, tmp: Path) -> list[dict]:
     return rows
 
 
-def distill_rows(opts: SpeedOptions, tmp: Path, teacher_run: Path, teacher_s_per_kimg: float) -> list[dict]:
-    """``distill_vs_teacher_step``: seconds per sample of MM distillation iterations / of the teacher's steps."""
+def distill_rows(opts: SpeedOptions, tmp: Path, teacher_run: Path) -> list[dict]:
+    """``distill_vs_teacher_step``: seconds per sample of MM distillation iterations / of the teacher's own training
+    steps at the same batch size, both ``Trainer.fit`` runs of the same length in this process, interleaved."""
     from fewstep.build.distill import build_distillation
-    from fewstep.build.distill_config import distill_config, resolve_distill
+    from fewstep.build.distill_config import distill_config, resolve_distill, teacher_config
+    from fewstep.build.trainers import build_trainer
 
-    rows = []
+    iters = 3 if opts.quick else 30
+    fits: dict[str, Callable[[int], float]] = {}
+    batch = 0
     for method in ("mm-alternating", "mm-instant"):
         cfg = distill_config(str(teacher_run), method=method, steps=4)
-        iters = 3 if opts.quick else 30
+        batch = cfg.train.batch_size
         cfg = resolve_distill(replace(cfg, run_dir=str(tmp / f"distill-{method}"), train=replace(
-            cfg.train, total_nimg=iters * cfg.train.batch_size, ckpt_every_nimg=0, log_every_nimg=0,
+            cfg.train, total_nimg=iters * batch, ckpt_every_nimg=0, log_every_nimg=0,
             ckpt_every_seconds=0, log_every_seconds=0, device="cpu")))
-        out = build_distillation(cfg, progress=False).fit()
-        s_per_kimg = out["train_seconds"] / (out["nimg"] / 1000)
-        rows.append(_row("distill_vs_teacher_step", s_per_kimg / teacher_s_per_kimg, None, dataset="digits8x8",
-                         method=method, sampler="train", steps=4, batch=cfg.train.batch_size,
-                         seconds={"distill_per_kimg": s_per_kimg, "teacher_per_kimg": teacher_s_per_kimg}))
-    return rows
+        fits[method] = lambda n, cfg=cfg, method=method: build_distillation(
+            replace(cfg, run_dir=str(tmp / f"distill-{method}-{n}")), progress=False).fit()["train_seconds"]
+    tcfg = teacher_config(str(teacher_run))
+    tcfg = replace(tcfg, train=replace(tcfg.train, batch_size=batch, total_nimg=iters * batch, ckpt_every_nimg=0,
+                                       log_every_nimg=0, ckpt_every_seconds=0, log_every_seconds=0, device="cpu"))
+    fits["teacher"] = lambda n: build_trainer(replace(tcfg, run_dir=str(tmp / f"teacher-step-{n}")),
+                                              progress=False).fit()["train_seconds"]
+    count = {"n": 0}
+
+    def arm(name: str) -> Callable[[], float]:
+        def run() -> float:
+            count["n"] += 1
+            return fits[name](count["n"])
+        return run
+
+    times = interleaved({k: arm(k) for k in fits}, 1 if opts.quick else 3)
+    return [_row("distill_vs_teacher_step", *ratio(times, method, "teacher"), times={method: times[method],
+                 "teacher": times["teacher"]}, dataset="digits8x8", method=method, sampler="train", steps=4,
+                 batch=batch) for method in ("mm-alternating", "mm-instant")]
 
 
 def _fewstep(*args: str) -> float:
@@ -289,15 +307,22 @@ def _fewstep(*args: str) -> float:
     return time.perf_counter() - t0
 
 
-def speedup_rows(opts: SpeedOptions, tmp: Path) -> tuple[list[dict], Path]:
+def _digits_teacher(tmp: Path) -> Path:
+    """A digits teacher run (two training steps: a forward's cost does not depend on the weights)."""
+    teacher = tmp / "teacher"
+    if not teacher.exists():
+        _fewstep("train", "--preset", "digits", "--run-dir", str(teacher), "--train.total-nimg", "512")
+    return teacher
+
+
+def speedup_rows(opts: SpeedOptions, tmp: Path) -> list[dict]:
     """``student_speedup`` of a k = 8 MM student vs its teacher at 1,024 NFE (digits, 4,096 samples), in process and
-    as whole ``fewstep sample`` processes; also returns the teacher run (for ``distill_rows``)."""
+    as whole ``fewstep sample`` processes."""
     from fewstep.build.runs import load_model
 
-    teacher, student = tmp / "teacher", tmp / "student"
+    teacher, student = _digits_teacher(tmp), tmp / "student"
     nfe, k = (16, 2) if opts.quick else (1024, 8)
     n = 256 if opts.quick else 4096
-    _fewstep("train", "--preset", "digits", "--run-dir", str(teacher), "--train.total-nimg", "512")
     _fewstep("distill", "--method", "mm-alternating", "--teacher", str(teacher), "--steps", str(k), "--run-dir",
              str(student), "--train.total-nimg", "512")
     tm, sm = load_model(teacher), load_model(student)
@@ -328,7 +353,7 @@ def speedup_rows(opts: SpeedOptions, tmp: Path) -> tuple[list[dict], Path]:
         whole = statistics.median(ptimes["teacher"]) / statistics.median(ptimes["student"])
         rows.append(_row("student_speedup", whole, None, times=ptimes, target=60.0, lower=False,
                          scope="whole-process", **base))
-    return rows, teacher
+    return rows
 
 
 def run_speed(opts: SpeedOptions, *, log: Callable[[str], None] = print) -> list[dict]:
@@ -345,34 +370,19 @@ def run_speed(opts: SpeedOptions, *, log: Callable[[str], None] = print) -> list
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         steps = [("samplers", lambda: sampler_rows(opts)), ("masked", lambda: masked_rows(opts)),
-                 ("trainer", lambda: trainer_rows(opts, tmp))]
+                 ("trainer", lambda: trainer_rows(opts, tmp)), ("speedup", lambda: speedup_rows(opts, tmp)),
+                 ("distill", lambda: distill_rows(opts, tmp, _digits_teacher(tmp)))]
         for name, fn in steps:
             if name in opts.sections:
                 t0 = time.perf_counter()
                 new = fn()
                 rows += new
                 log(f"[speed] {name}: {len(new)} rows ({time.perf_counter() - t0:.0f}s)")
-        if "speedup" in opts.sections or "distill" in opts.sections:
-            t0 = time.perf_counter()
-            new, teacher = speedup_rows(opts, tmp)
-            if "speedup" in opts.sections:
-                rows += new
-            if "distill" in opts.sections:
-                per_kimg = _teacher_s_per_kimg(teacher)
-                rows += distill_rows(opts, tmp, teacher, per_kimg)
-            log(f"[speed] speedup/distill ({time.perf_counter() - t0:.0f}s)")
     rows = [{**base, **r} for r in rows]
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "report.md").write_text(speed_report(rows))
     log(f"[speed] wrote {out / 'results.jsonl'} and {out / 'report.md'}")
     return rows
-
-
-def _teacher_s_per_kimg(run: Path) -> float:
-    """Seconds per 1,000 samples of the teacher's own training steps (its log)."""
-    rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if '"train"' in x]
-    last = rows[-1]
-    return last["train_seconds"] / (last["nimg"] / 1000)
 
 
 def speed_report(rows: list[dict]) -> str:
