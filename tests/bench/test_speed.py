@@ -40,12 +40,15 @@ def test_report_marks_targets() -> None:
     assert "| 1.050 ± 0.010 | 1.1 | yes |" in text and "| 1.200 ± 0.010 | 1.1 | **no** |" in text
 
 
-def test_cli_quick_masked_and_trainer_sections(tmp_path: Path) -> None:
+def test_cli_quick_masked_trainer_and_distill_sections(tmp_path: Path) -> None:
     out = tmp_path / "speed"
-    assert main(["bench", "speed", "--quick", "--repeats", "2", "--sections", "masked,trainer",
+    assert main(["bench", "speed", "--quick", "--repeats", "2", "--sections", "masked,trainer,distill",
                  "--out", str(out)]) == 0
     rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    assert {r["metric"] for r in rows} == {"masked_vs_limit", "trainer_vs_loop"}
+    assert {r["metric"] for r in rows} == {"masked_vs_limit", "trainer_vs_loop", "distill_vs_teacher_step"}
+    distill = [r for r in rows if r["metric"] == "distill_vs_teacher_step"]
+    assert {r["method"] for r in distill} == {"mm-alternating", "mm-instant"}
+    assert all(set(r["seconds"]) == {r["method"], "teacher"} for r in distill)
     for r in rows:
         assert r["suite"] == "speed" and r["value"] > 0 and set(r["seconds"]) and r["options"] == {"repeats": 2}
     masked = next(r for r in rows if r["metric"] == "masked_vs_limit")

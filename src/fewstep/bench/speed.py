@@ -266,7 +266,8 @@ def trainer_rows(opts: SpeedOptions, tmp: Path) -> list[dict]:
 
 def distill_rows(opts: SpeedOptions, tmp: Path, teacher_run: Path) -> list[dict]:
     """``distill_vs_teacher_step``: seconds per sample of MM distillation iterations / of the teacher's own training
-    steps at the same batch size, both ``Trainer.fit`` runs of the same length in this process, interleaved."""
+    steps at the same batch size, both ``Trainer.fit`` runs of the same length in this process, interleaved (the
+    students without the warm start, a one-time pre-phase the policy adds at k <= 4 on images)."""
     from fewstep.build.distill import build_distillation
     from fewstep.build.distill_config import distill_config, resolve_distill, teacher_config
     from fewstep.build.trainers import build_trainer
@@ -277,6 +278,7 @@ def distill_rows(opts: SpeedOptions, tmp: Path, teacher_run: Path) -> list[dict]
     for method in ("mm-alternating", "mm-instant"):
         cfg = distill_config(str(teacher_run), method=method, steps=4)
         batch = cfg.train.batch_size
+        cfg = replace(cfg, method=replace(cfg.method, warm_start_steps=0))  # a one-time pre-phase, not an iteration
         cfg = resolve_distill(replace(cfg, run_dir=str(tmp / f"distill-{method}"), train=replace(
             cfg.train, total_nimg=iters * batch, ckpt_every_nimg=0, log_every_nimg=0,
             ckpt_every_seconds=0, log_every_seconds=0, device="cpu")))
