@@ -36,9 +36,10 @@ D-MMD (``DMMDCfg``):
   teachers need it (the all-mask state carries no randomness; the paper's extra noise); on uniform teachers the
   first step of every k-step sampler starts from t_max, where the posterior q(z_s | z_t, x) forgets z_t, so the
   generator gradient is the same for every z_t and a factorised student splits the noise states into the data's
-  cells only by chance (collapses to independent tokens in 4 of 9 grid2d students). Uniform teachers' latent maps
-  start off their saddle and move 10x faster (``LONG_LATENT``): on grid2d the students then beat the teacher at
-  1, 2 and 4 steps in three training seeds (benchmarks/defaults.md, grid2d uniform D-MMD with the latent student).
+  cells only by chance (2 of 9 default grid2d students collapsed to independent tokens, none beat the teacher at
+  k = 4). Uniform teachers' latent maps start off their saddle and move 10x faster (``LONG_LATENT``): on grid2d the
+  students then beat the teacher at 1, 2 and 4 steps in three training seeds (benchmarks/defaults.md, grid2d
+  uniform D-MMD with the latent student).
   Masked keeps the zero init (measured on grid2d since issue 6).
 """
 
