@@ -48,3 +48,13 @@ def test_a_missing_field_reads_as_its_default():
     assert from_dict(RunConfig, d) == RunConfig()
     defaults = defaults_like(RunConfig(method=IMMCfg()))
     assert defaults["method"]["group_size"] == IMMCfg().group_size and "name" in defaults["method"]
+
+
+def test_imm_digits_presets_have_a_teacher_of_their_width():
+    """The IMM digits target compares with a teacher of the same width: each IMM preset has its teacher preset."""
+    from fewstep.presets import get_preset
+
+    for imm, teacher in (("imm-digits", "digits-wide"), ("imm-digits-small", "digits")):
+        i, t = get_preset(imm), get_preset(teacher)
+        assert (i.net.width, i.net.depth, i.data) == (t.net.width, t.net.depth, t.data), (imm, teacher)
+    assert get_preset("imm-digits").net.width > get_preset("imm-digits-small").net.width
