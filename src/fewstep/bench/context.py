@@ -165,8 +165,8 @@ USER_PRESETS = {"vectors": "gmm8d", "images": "digits"}
 """Teacher preset of suite ``data`` by data kind (its net and training length; the data replaced)."""
 USER_DISCRETE_PRESETS = {"masked": "hmm-mdlm", "uniform": "hmm-uniform"}
 """Discrete teacher presets of suite ``data`` (token data) by process."""
-USER_IMM_PRESETS = {"vectors": "imm-gmm8d", "images": "imm-digits"}
-"""IMM presets of suite ``data`` by data kind."""
+USER_IMM_PRESETS = {"vectors": "imm-gmm8d", "images": "imm-digits-small"}
+"""IMM presets of suite ``data`` by data kind (images: the net width of the ``digits`` teacher it is compared with)."""
 
 
 def user_data(ctx: BenchContext) -> DataCfg | None:
