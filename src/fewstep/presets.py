@@ -119,11 +119,11 @@ PRESETS: dict[str, RunConfig] = {
     "imm-spiral": _imm_toy("spiral2d", 0.9),
     # 8x8 digits: a residual MLP with a second time input, 768 wide, 16k steps of 128 groups x 4. Euler-FM (the
     # paper's ImageNet choice): better than simple-EDM at 4, 8 and 16 pushforward steps. The few-step maps are
-    # capacity- and length-limited: the 4-step target (<= 1.1x a teacher of the same width at 1,024 NFE) needs
-    # both (benchmarks/imm.md, digits8x8). ``imm-digits-small`` is the former preset (512 wide, 4k steps, ~4x
-    # cheaper; 4 steps ~1.56x the teacher) and ``digits-wide`` the teacher of the same width.
+    # capacity- and length-limited: 4 steps reach 1.16x a teacher of the same width (``digits-wide``) at 1,024 NFE
+    # (benchmarks/imm.md, digits8x8). ``imm-digits-small`` is the former preset (512 wide, 4k steps, ~8x cheaper
+    # on a CPU; 4 steps ~1.56x its teacher ``digits``).
     "imm-digits": _imm_digits(width=768, total_nimg=8_192_000),
-    "imm-digits-small": _imm_digits(width=512, total_nimg=2_048_000),
+    "imm-digits-small": replace(_imm_digits(width=512, total_nimg=2_048_000), run_dir="runs/digits8x8-imm-small"),
     "digits-wide": RunConfig(
         data=DataCfg(name="digits8x8"), process=ProcessCfg(schedule="cosine", sigma_data=0.75),
         net=NetCfg(kind="mlp", width=768, depth=4),
